@@ -1,0 +1,141 @@
+"""Mistral building blocks in Flax NNX, named like HF's modules so weights map 1:1."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+
+from janus_jax.model import attention as attn
+from janus_jax.model.config import MistralConfig
+
+_INIT = nnx.initializers.normal(stddev=0.02)
+
+
+def linear(cfg: MistralConfig, d_in: int, d_out: int, axes: tuple[str, str], rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(
+        d_in,
+        d_out,
+        use_bias=False,
+        dtype=jnp.dtype(cfg.dtype),
+        param_dtype=jnp.dtype(cfg.param_dtype),
+        kernel_init=nnx.with_partitioning(_INIT, axes),
+        rngs=rngs,
+    )
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm computed in float32, scaled in the compute dtype (as HF does)."""
+
+    def __init__(self, cfg: MistralConfig, *, rngs: nnx.Rngs):
+        del rngs
+        self.eps = cfg.rms_norm_eps
+        self.dtype = jnp.dtype(cfg.dtype)
+        self.weight = nnx.Param(jnp.ones((cfg.hidden_size,), jnp.dtype(cfg.param_dtype)), out_sharding=("norm",))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.weight[...].astype(self.dtype) * x32.astype(self.dtype)
+
+
+def rotary(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+    """Split-half ("rotate_half") RoPE on x [B, T, heads, D] at integer positions [B, T]."""
+    d = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+    freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+    cos, sin = jnp.cos(emb), jnp.sin(emb)
+    x32 = x.astype(jnp.float32)
+    x1, x2 = jnp.split(x32, 2, axis=-1)
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    return (x32 * cos + rotated * sin).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: MistralConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        q_dim = cfg.num_attention_heads * cfg.head_dim
+        kv_dim = cfg.num_key_value_heads * cfg.head_dim
+        self.q_proj = linear(cfg, cfg.hidden_size, q_dim, ("embed", "heads"), rngs)
+        self.k_proj = linear(cfg, cfg.hidden_size, kv_dim, ("embed", "kv_heads"), rngs)
+        self.v_proj = linear(cfg, cfg.hidden_size, kv_dim, ("embed", "kv_heads"), rngs)
+        self.o_proj = linear(cfg, q_dim, cfg.hidden_size, ("heads", "embed"), rngs)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        segment_ids: jax.Array,
+        cache: tuple[jax.Array, jax.Array, jax.Array] | None,
+    ):
+        cfg = self.cfg
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, cfg.num_attention_heads, cfg.head_dim)
+        k = self.k_proj(x).reshape(b, t, cfg.num_key_value_heads, cfg.head_dim)
+        v = self.v_proj(x).reshape(b, t, cfg.num_key_value_heads, cfg.head_dim)
+        q = checkpoint_name(rotary(q, positions, cfg.rope_theta), "query")
+        k = checkpoint_name(rotary(k, positions, cfg.rope_theta), "key")
+        v = checkpoint_name(v, "value")
+
+        new_cache = None
+        if cache is None:
+            impl = attn.resolve_impl(cfg.attention_impl)
+            if impl == "cudnn":
+                out = attn.cudnn_attention(q, k, v, segment_ids, cfg.sliding_window)
+            else:
+                mask = attn.attention_mask(positions, positions, segment_ids, segment_ids, cfg.sliding_window)
+                out = attn.xla_attention(q, k, v, mask)
+        else:
+            cache_k, cache_v, cache_pos = cache
+            live = (segment_ids != 0).astype(jnp.int32)
+            kv_k = jnp.concatenate([cache_k, k.astype(cache_k.dtype)], axis=1)
+            kv_v = jnp.concatenate([cache_v, v.astype(cache_v.dtype)], axis=1)
+            kv_pos = jnp.concatenate([cache_pos, positions], axis=1)
+            kv_seg = jnp.concatenate([(cache_pos >= 0).astype(jnp.int32), live], axis=1)
+            mask = attn.attention_mask(positions, kv_pos, live, kv_seg, cfg.sliding_window)
+            out = attn.xla_attention(q.astype(kv_k.dtype), kv_k, kv_v, mask).astype(x.dtype)
+            new_cache = (write_cache(cache_k, k, positions, live), write_cache(cache_v, v, positions, live))
+        out = out.reshape(b, t, cfg.num_attention_heads * cfg.head_dim)
+        return self.o_proj(out), new_cache
+
+
+def cache_slots(positions: jax.Array, live: jax.Array, cache_len: int) -> jax.Array:
+    """Slot of each new token in a ring of `cache_len`; dropped (= cache_len) for padding and for
+    tokens that a later token of the same call would overwrite."""
+    last = jnp.max(jnp.where(live > 0, positions, -1), axis=1, keepdims=True)
+    keep = (live > 0) & (positions > last - cache_len)
+    return jnp.where(keep, positions % cache_len, cache_len)
+
+
+def write_cache(cache: jax.Array, new: jax.Array, positions: jax.Array, live: jax.Array) -> jax.Array:
+    slots = cache_slots(positions, live, cache.shape[1])
+    rows = jnp.arange(cache.shape[0])[:, None]
+    return cache.at[rows, slots].set(new.astype(cache.dtype), mode="drop")
+
+
+class MLP(nnx.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: MistralConfig, *, rngs: nnx.Rngs):
+        self.gate_proj = linear(cfg, cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), rngs)
+        self.up_proj = linear(cfg, cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), rngs)
+        self.down_proj = linear(cfg, cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"), rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: MistralConfig, *, rngs: nnx.Rngs):
+        self.input_layernorm = RMSNorm(cfg, rngs=rngs)
+        self.self_attn = Attention(cfg, rngs=rngs)
+        self.post_attention_layernorm = RMSNorm(cfg, rngs=rngs)
+        self.mlp = MLP(cfg, rngs=rngs)
+
+    def __call__(self, x, positions, segment_ids, cache=None):
+        h, new_cache = self.self_attn(self.input_layernorm(x), positions, segment_ids, cache)
+        x = x + h
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, new_cache
