@@ -107,6 +107,18 @@ def _expected_hf_shape(janus_shape: tuple[int, ...], transposed: bool, per_layer
     return tuple(reversed(shape)) if transposed else tuple(shape)
 
 
+def resolve_hf_dir(path: str | os.PathLike) -> Path:
+    """A local directory, or a hub repo id ("org/name") fetched into the HF cache (weights + configs only)."""
+    directory = Path(path)
+    if directory.is_dir():
+        return directory
+    if str(path).count("/") == 1 and not directory.exists():
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors", "tokenizer.model"]))
+    raise FileNotFoundError(f"{path}: not a directory, and not a hub repo id of the form 'org/name'")
+
+
 def from_pretrained(
     path: str | os.PathLike,
     dtype: str | None = None,
@@ -121,7 +133,7 @@ def from_pretrained(
     host reads only what its devices hold. `config_overrides` set execution fields (`scan_layers`,
     `remat`, `dtype` of activations via `compute_dtype=`...).
     """
-    directory = Path(path)
+    directory = resolve_hf_dir(path)
     hf_config = json.loads((directory / "config.json").read_text())
     if "compute_dtype" in config_overrides:
         config_overrides["dtype"] = config_overrides.pop("compute_dtype")
@@ -135,9 +147,7 @@ def from_pretrained(
         shardings = state_shardings(abstract, mesh)
     else:
         device = jax.local_devices()[0]
-        shardings = jax.tree.map(
-            lambda v: jax.sharding.SingleDeviceSharding(device), abstract, is_leaf=lambda x: isinstance(x, nnx.Variable)
-        )
+        shardings = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(device), abstract)
 
     by_path: dict[tuple[str, ...], tuple[str, bool]] = {p: (hf, t) for hf, p, t in WEIGHT_MAP}
     flat = dict(nnx.to_flat_state(abstract))
@@ -164,7 +174,7 @@ def from_pretrained(
             layers = range(*index[0].indices(cfg.num_hidden_layers))
             return np.stack([one(hf_template.format(i=i), index[1:]) for i in layers])
 
-        arr = jax.make_array_from_callback(shape, flat_shardings[jpath], read)
+        arr = jax.make_array_from_callback(shape, flat_shardings[jpath].get_value(), read)
         loaded[jpath] = variable.replace(arr)
     state = nnx.from_flat_state(loaded)
     log.info("loaded %s (%d parameters, %s)", directory, cfg.num_params, cfg.param_dtype)

@@ -57,6 +57,9 @@ def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...
 def make_mesh(shape: Sequence[int] = (1, -1, 1), devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A `(data, fsdp, tensor)` mesh with Auto axis types (NNX matmuls fail under Explicit ones)."""
     devices = list(devices) if devices is not None else jax.devices()
+    if -1 not in shape and 0 < math.prod(shape) < len(devices):
+        log.warning("mesh %s uses %d of %d devices", tuple(shape), math.prod(shape), len(devices))
+        devices = devices[: math.prod(shape)]
     sizes = resolve_mesh_shape(shape, len(devices))
     if devices == jax.devices():
         return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
@@ -100,7 +103,8 @@ def _logical_axes(variable: nnx.Variable) -> tuple | None:
 
 
 def state_shardings(state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES):
-    """NamedSharding for every Variable of an (abstract) NNX state, from its logical names."""
+    """The state's tree with each Variable's value replaced by its NamedSharding (same structure,
+    so it serves directly as jit in/out shardings), from the logical names."""
 
     def one(path, variable):
         name = jax.tree_util.keystr(path)
@@ -108,11 +112,11 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES):
         logical = _logical_axes(variable)
         if logical is None:
             if shape == ():
-                return NamedSharding(mesh, PartitionSpec())
+                return variable.replace(NamedSharding(mesh, PartitionSpec()))
             raise ValueError(f"parameter {name} has no logical axis names; add them where it is created")
         if len(logical) != len(shape):
             raise ValueError(f"parameter {name}: logical axes {logical} do not match shape {shape}")
-        return NamedSharding(mesh, logical_to_spec(logical, shape, mesh, rules, name))
+        return variable.replace(NamedSharding(mesh, logical_to_spec(logical, shape, mesh, rules, name)))
 
     return jax.tree_util.tree_map_with_path(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 

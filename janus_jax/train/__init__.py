@@ -1,0 +1,1 @@
+"""One trainer for SFT, DPO, ORPO and the reward model; the objective is a plug-in (tasks.py)."""

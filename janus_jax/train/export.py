@@ -1,0 +1,65 @@
+"""`janus-export --checkpoint=WORKDIR --out=HF_DIR`: a training checkpoint as an HF directory.
+
+The result loads with `transformers.AutoModelForCausalLM.from_pretrained` and vLLM; the default
+SentencePiece tokenizer is written beside the weights so the directory is self-contained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+
+def write_tokenizer_files(out: Path, tokenizer_path: str | None = None) -> None:
+    """tokenizer.model + tokenizer_config.json as in the released Janus checkpoints."""
+    from janus_jax.tokenizer import default_model_path
+
+    source = Path(tokenizer_path) if tokenizer_path else default_model_path()
+    if source.is_dir():
+        for f in source.iterdir():
+            if f.is_file() and (f.name.startswith("tokenizer") or f.name == "special_tokens_map.json"):
+                shutil.copy(f, out / f.name)
+        return
+    shutil.copy(source, out / "tokenizer.model")
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "pad_token": "</s>",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "legacy": True,
+        "model_max_length": 32768,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+
+
+def export(
+    checkpoint: str, out: str, *, step: int | None = None, dtype: str = "bfloat16", tokenizer: str | None = None
+):
+    from janus_jax.hf_io import save_pretrained
+    from janus_jax.train.checkpoint import load_model
+
+    model = load_model(checkpoint, step=step)
+    path = save_pretrained(model, out, dtype=dtype)
+    write_tokenizer_files(path, tokenizer)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="workdir, its checkpoints/ dir, or one step dir")
+    parser.add_argument("--out", required=True, help="HF directory to write")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--tokenizer", default=None, help="tokenizer .model file or HF tokenizer dir to copy")
+    args = parser.parse_args(argv)
+    path = export(args.checkpoint, args.out, step=args.step, dtype=args.dtype, tokenizer=args.tokenizer)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

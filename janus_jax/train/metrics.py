@@ -1,0 +1,82 @@
+"""Step metrics to JSONL and TensorBoard, a progress bar, and model-FLOPs utilisation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jax
+
+from janus_jax.model import MistralConfig
+
+# Dense bf16 peak FLOP/s per device, for MFU. Unknown devices (CPU) report MFU only when
+# `train.peak_flops_per_device` is set in the config.
+PEAK_FLOPS = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+}
+
+
+def peak_flops_per_device() -> float | None:
+    kind = jax.devices()[0].device_kind
+    for name, flops in PEAK_FLOPS.items():
+        if name.lower() in kind.lower():
+            return flops
+    return None
+
+
+def train_flops_per_token(cfg: MistralConfig, seq_len: int) -> float:
+    """6 N for the weights plus the attention score/value matmuls (forward + backward)."""
+    n_matmul = cfg.num_params - cfg.vocab_size * cfg.hidden_size  # the embedding lookup is no matmul
+    context = seq_len if cfg.sliding_window is None else min(seq_len, cfg.sliding_window)
+    attn = 12 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * context / 2
+    return 6 * n_matmul + attn
+
+
+class MetricsWriter:
+    """Appends one JSON object per logged step; mirrors scalars to TensorBoard on process 0."""
+
+    def __init__(self, workdir: str | Path, enabled: bool = True):
+        self.enabled = enabled
+        self.path = Path(workdir) / "metrics.jsonl"
+        self._tb = None
+        if enabled:
+            try:
+                from tensorboardX import SummaryWriter
+
+                self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+            except ImportError:  # TensorBoard is optional
+                self._tb = None
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": int(step), **{k: _clean(v) for k, v in metrics.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, int | float) and math.isfinite(v):
+                    self._tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _clean(v):
+    v = float(v)
+    return v if math.isfinite(v) else str(v)
+
+
+def read_metrics(workdir: str | Path) -> list[dict]:
+    path = Path(workdir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

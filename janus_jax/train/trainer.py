@@ -1,0 +1,259 @@
+"""The training loop shared by every objective: build, restore, step, log, evaluate, checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from ml_collections import ConfigDict
+
+from janus_jax.model import Mistral, MistralConfig
+from janus_jax.sharding import batch_sharding, initialize_distributed, make_mesh, state_shardings
+from janus_jax.train import data_setup, tasks
+from janus_jax.train.checkpoint import Checkpointer, abstract_with_shardings
+from janus_jax.train.metrics import MetricsWriter, peak_flops_per_device, read_metrics, train_flops_per_token
+from janus_jax.train.optimizer import make_optimizer
+from janus_jax.train.step import make_eval_step, make_train_step, train_state_shardings
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised before any checkpoint is written when the loss or gradient norm is NaN/inf."""
+
+
+def model_config(cfg: ConfigDict) -> MistralConfig:
+    """The model section of a run config: a preset plus field overrides."""
+    overrides = {k: v for k, v in cfg.model.items() if k not in ("preset", "init_from") and v is not None}
+    if cfg.model.get("sliding_window", None) is None and "sliding_window" in cfg.model:
+        overrides["sliding_window"] = None
+    return MistralConfig.preset(cfg.model.preset, **overrides)
+
+
+def _initial_params(cfg: ConfigDict, mcfg: MistralConfig, shardings, mesh):
+    """Random init (seeded, created sharded), an HF directory, or a janus checkpoint."""
+    source = cfg.model.get("init_from")
+    if not source:
+
+        def init():
+            return nnx.state(Mistral(mcfg, rngs=nnx.Rngs(cfg.train.seed)), nnx.Param)
+
+        return jax.jit(init, out_shardings=shardings)()
+    path = Path(source)
+    if (path / "config.json").exists() or not path.exists():
+        from janus_jax.hf_io import from_pretrained
+
+        overrides = {k: getattr(mcfg, k) for k in ("dtype", "scan_layers", "remat", "attention_impl")}
+        model = from_pretrained(path, dtype=mcfg.param_dtype, mesh=mesh, **overrides)
+    else:
+        from janus_jax.train.checkpoint import load_model
+
+        model = load_model(path, mesh=mesh)
+    return nnx.state(model, nnx.Param)
+
+
+def _global_batch(local: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+    """Each host holds its rows; the global array spans all hosts (pure function of the step)."""
+    return {
+        k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v) for k, v in sorted(local.items())
+    }
+
+
+def _count_tokens(local: dict[str, np.ndarray]) -> int:
+    return int(sum((v > 0).sum() for k, v in local.items() if k.endswith("segment_ids"))) * jax.process_count()
+
+
+def _truncate_metrics(workdir: Path, step: int) -> None:
+    """After a resume, drop rows logged past the restored checkpoint; they are recomputed exactly."""
+    rows = [r for r in read_metrics(workdir) if r["step"] <= step]
+    path = workdir / "metrics.jsonl"
+    if path.exists():
+        path.write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+
+
+def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Run (or resume) the job described by `cfg` in `workdir`; returns the last logged metrics."""
+    from janus_jax import manifest
+
+    initialize_distributed()
+    workdir = Path(workdir).absolute()
+    is_main = jax.process_index() == 0
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        manifest.check_workdir(workdir, cfg)
+
+    mesh = make_mesh(tuple(cfg.mesh.shape))
+    mcfg = model_config(cfg)
+    objective = tasks.get_objective(cfg.objective)
+    data = data_setup.build(cfg, mcfg)
+    steps_per_epoch = data.train.steps_per_epoch
+    total_steps = int(cfg.train.max_steps) if cfg.train.get("max_steps") else data.total_steps
+    if total_steps <= 0:
+        raise ValueError(f"the run has {total_steps} steps: check data size, batch size and num_epochs")
+
+    if is_main:
+        manifest.write_manifest(
+            workdir,
+            config=cfg,
+            mesh=mesh,
+            data_files=data.files,
+            extra={"total_steps": total_steps, "data_report": data.report},
+        )
+
+    abstract_model = nnx.eval_shape(lambda: Mistral(mcfg, rngs=nnx.Rngs(0)))
+    graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
+    param_sh = state_shardings(abstract_params, mesh)
+    tx, schedule = make_optimizer(cfg.optimizer, total_steps)
+    state_shapes = jax.eval_shape(
+        lambda p: {"params": p, "opt_state": tx.init(p), "step": jnp.zeros((), jnp.int32)}, abstract_params
+    )
+    state_sh = train_state_shardings(state_shapes, param_sh, tx, mesh)
+
+    ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.train.keep_checkpoints, async_save=cfg.train.async_checkpoint)
+    start = ckpt.latest_step()
+    ref = data_setup.reference(cfg, mcfg, mesh, graphdef, param_sh) if cfg.objective == "dpo" else None
+    if start is not None:
+        state, meta = ckpt.restore(start, abstract_with_shardings(state_shapes, state_sh))
+        log.info("resumed from step %d (data position %d)", start, meta["data_step"])
+        if is_main:
+            _truncate_metrics(workdir, start)
+    else:
+        start = 0
+        params = _initial_params(cfg, mcfg, param_sh, mesh)
+        init_opt = jax.jit(tx.init, out_shardings=state_sh["opt_state"])
+        step0 = jax.device_put(jnp.zeros((), jnp.int32), state_sh["step"])
+        state = {"params": params, "opt_state": init_opt(params), "step": step0}
+
+    ref_graphdef, ref_params = (None, None) if ref is None else ref
+    accum = int(cfg.train.grad_accum_steps)
+    example = data.train.batch(start)
+    batch_sh = {k: batch_sharding(mesh, v.ndim) for k, v in example.items()}
+    ref_sh = None if ref_params is None else jax.tree.map(lambda x: x.sharding, ref_params)
+    step_fn = jax.jit(
+        make_train_step(graphdef, objective, tx, schedule, accum, mesh, ref_graphdef),
+        in_shardings=(state_sh, batch_sh, ref_sh),
+        out_shardings=(state_sh, None),
+        donate_argnums=(0,),
+    )
+    eval_fn = jax.jit(make_eval_step(graphdef, objective, ref_graphdef))
+    writer = MetricsWriter(workdir, enabled=is_main)
+    seq_len = int(cfg.data.seq_len)
+    flops_per_token = train_flops_per_token(mcfg, seq_len)
+    peak = cfg.train.get("peak_flops_per_device") or peak_flops_per_device()
+    bar = _progress(is_main, start, total_steps)
+
+    last: dict[str, Any] = {}
+    window_tokens, window_start = 0, time.perf_counter()
+    status = "failed"
+    try:
+        for step in range(start, total_steps):
+            local = data.train.batch(step)
+            window_tokens += _count_tokens(local)
+            state, metrics = step_fn(state, _global_batch(local, mesh), ref_params)
+            done = step + 1
+            if done % cfg.train.log_every == 0 or done == total_steps:
+                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not all(math.isfinite(v) for v in values.values()):
+                    raise NonFiniteLossError(
+                        f"non-finite metrics at step {done}: {values}; stopping before any checkpoint of this state"
+                    )
+                elapsed = time.perf_counter() - window_start
+                values["tokens_per_second"] = window_tokens / max(elapsed, 1e-9)
+                if peak:
+                    values["mfu"] = values["tokens_per_second"] * flops_per_token / (peak * jax.device_count())
+                values["epoch"] = step / steps_per_epoch
+                writer.write(done, values)
+                last = {"step": done, **values}
+                bar.update(done - bar.n)
+                bar.set_postfix(loss=f"{values['loss']:.4f}", tok_s=f"{values['tokens_per_second']:.0f}")
+                window_tokens, window_start = 0, time.perf_counter()
+            if (
+                data.eval is not None
+                and cfg.train.eval_every
+                and (done % cfg.train.eval_every == 0 or done == total_steps)
+            ):
+                eval_metrics = evaluate(eval_fn, state["params"], data.eval, mesh, ref_params)
+                writer.write(done, eval_metrics)
+                last.update(eval_metrics)
+            if done % cfg.train.checkpoint_every == 0 or done == total_steps:
+                now = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not all(math.isfinite(v) for v in now.values()):
+                    raise NonFiniteLossError(f"non-finite metrics at step {done}: {now}; no checkpoint written")
+                ckpt.save(done, state, {"data_step": done, "model_config": _config_dict(mcfg)})
+        status = "completed"
+    finally:
+        bar.close()
+        ckpt.close()
+        writer.close()
+        if is_main:
+            manifest.finish_manifest(workdir, status)
+    if is_main:
+        _plot_loss(workdir)
+    return last
+
+
+def evaluate(eval_fn, params, eval_data, mesh, ref_params=None) -> dict[str, float]:
+    """Exact average over the held-out split (sums over batches, one division)."""
+    loss_sum, weight, sums = 0.0, 0.0, {}
+    for i in range(eval_data.steps_per_epoch):
+        ls, w, ms = jax.device_get(eval_fn(params, _global_batch(eval_data.batch(i), mesh), ref_params))
+        loss_sum, weight = loss_sum + float(ls), weight + float(w)
+        for k, v in ms.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    weight = max(weight, 1.0)
+    out = {f"eval/{k}": v / weight for k, v in sums.items()}
+    out["eval/loss"] = loss_sum / weight
+    return out
+
+
+def _config_dict(mcfg: MistralConfig) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(mcfg)
+
+
+def _progress(enabled: bool, start: int, total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, disable=not enabled, desc="train", dynamic_ncols=True)
+
+
+def _plot_loss(workdir: Path) -> Path | None:
+    """loss.png beside metrics.jsonl: train loss per step, eval loss as points."""
+    rows = read_metrics(workdir)
+    train_rows = [r for r in rows if isinstance(r.get("loss"), float)]
+    if not train_rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    ax.plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows], label="train loss", color="#1f77b4")
+    eval_rows = [r for r in rows if isinstance(r.get("eval/loss"), float)]
+    if eval_rows:
+        ax.plot(
+            [r["step"] for r in eval_rows],
+            [r["eval/loss"] for r in eval_rows],
+            "o-",
+            label="eval loss",
+            color="#d62728",
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(workdir.name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = workdir / "loss.png"
+    fig.savefig(out)
+    plt.close(fig)
+    return out
