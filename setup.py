@@ -30,7 +30,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["janus_jax*", "data_gen*", "eval*", "launch*", "configs*"]),
     include_package_data=True,
-    package_data={"": ["*.json", "*.jsonl", "*.txt", "*.md", "*.yaml", "*.csv", "*.model"]},
+    package_data={"": ["*.json", "*.jsonl", "*.txt", "*.md", "*.yaml", "*.csv"], "eval": ["data/**/*"]},
     install_requires=CORE,
     extras_require={
         # torch is only the HF reference in tests; 2.13.0 is the CPU build that installs offline here.
@@ -45,7 +45,7 @@ setup(
             "janus-plan=janus_jax.plan:main",
             "janus-generate=janus_jax.generate:main",
             "janus-serve=janus_jax.serve.cli:main",
-            "janus-precompute-ref=janus_jax.train.precompute_ref:main",
+            "janus-precompute-ref=janus_jax.train.reference:main",
             "janus-best-of-n=janus_jax.best_of_n:main",
         ]
     },

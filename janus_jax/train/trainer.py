@@ -15,8 +15,9 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from janus_jax.model import Mistral, MistralConfig
+from janus_jax.model.reward import RewardModel
 from janus_jax.sharding import batch_sharding, initialize_distributed, make_mesh, state_shardings
-from janus_jax.train import data_setup, tasks
+from janus_jax.train import data_setup, reference, tasks
 from janus_jax.train.checkpoint import Checkpointer, abstract_with_shardings
 from janus_jax.train.metrics import MetricsWriter, peak_flops_per_device, read_metrics, train_flops_per_token
 from janus_jax.train.optimizer import make_optimizer
@@ -37,15 +38,31 @@ def model_config(cfg: ConfigDict) -> MistralConfig:
     return MistralConfig.preset(cfg.model.preset, **overrides)
 
 
+def build_module(cfg: ConfigDict, mcfg: MistralConfig, rngs: nnx.Rngs):
+    """The network the objective trains: the causal LM, or the reward model for `rm`."""
+    return RewardModel(mcfg, rngs=rngs) if cfg.objective == "rm" else Mistral(mcfg, rngs=rngs)
+
+
 def _initial_params(cfg: ConfigDict, mcfg: MistralConfig, shardings, mesh):
-    """Random init (seeded, created sharded), an HF directory, or a janus checkpoint."""
+    """Random init (seeded, created sharded), an HF directory, or a janus checkpoint.
+
+    A reward model takes its backbone from `init_from` and a freshly initialised scalar head.
+    """
     source = cfg.model.get("init_from")
+
+    def init():
+        return nnx.state(build_module(cfg, mcfg, nnx.Rngs(cfg.train.seed)), nnx.Param)
+
     if not source:
-
-        def init():
-            return nnx.state(Mistral(mcfg, rngs=nnx.Rngs(cfg.train.seed)), nnx.Param)
-
         return jax.jit(init, out_shardings=shardings)()
+    backbone = _pretrained_params(source, mcfg, mesh)
+    if cfg.objective != "rm":
+        return backbone
+    fresh = jax.jit(init, out_shardings=shardings)()
+    return nnx.State({"model": backbone, "score": fresh["score"]})
+
+
+def _pretrained_params(source: str, mcfg: MistralConfig, mesh):
     path = Path(source)
     if (path / "config.json").exists() or not path.exists():
         from janus_jax.hf_io import from_pretrained
@@ -91,7 +108,7 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
 
     mesh = make_mesh(tuple(cfg.mesh.shape))
     mcfg = model_config(cfg)
-    objective = tasks.get_objective(cfg.objective)
+    objective = tasks.get_objective(cfg)
     data = data_setup.build(cfg, mcfg)
     steps_per_epoch = data.train.steps_per_epoch
     total_steps = int(cfg.train.max_steps) if cfg.train.get("max_steps") else data.total_steps
@@ -107,7 +124,7 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
             extra={"total_steps": total_steps, "data_report": data.report},
         )
 
-    abstract_model = nnx.eval_shape(lambda: Mistral(mcfg, rngs=nnx.Rngs(0)))
+    abstract_model = nnx.eval_shape(lambda: build_module(cfg, mcfg, nnx.Rngs(0)))
     graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
     param_sh = state_shardings(abstract_params, mesh)
     tx, schedule = make_optimizer(cfg.optimizer, total_steps)
@@ -118,7 +135,6 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
 
     ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.train.keep_checkpoints, async_save=cfg.train.async_checkpoint)
     start = ckpt.latest_step()
-    ref = data_setup.reference(cfg, mcfg, mesh, graphdef, param_sh) if cfg.objective == "dpo" else None
     if start is not None:
         state, meta = ckpt.restore(start, abstract_with_shardings(state_shapes, state_sh))
         log.info("resumed from step %d (data position %d)", start, meta["data_step"])
@@ -131,7 +147,7 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
         step0 = jax.device_put(jnp.zeros((), jnp.int32), state_sh["step"])
         state = {"params": params, "opt_state": init_opt(params), "step": step0}
 
-    ref_graphdef, ref_params = (None, None) if ref is None else ref
+    ref_graphdef, ref_params = _reference(cfg, mcfg, mesh, graphdef, param_sh, data)
     accum = int(cfg.train.grad_accum_steps)
     example = data.train.batch(start)
     batch_sh = {k: batch_sharding(mesh, v.ndim) for k, v in example.items()}
@@ -197,6 +213,28 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
     if is_main:
         _plot_loss(workdir)
     return last
+
+
+def _reference(cfg, mcfg, mesh, graphdef, param_sh, data):
+    """DPO's reference: (graphdef, frozen params) in `model` mode; in `precomputed` mode the data
+    pipelines are wrapped to carry reference log-probs and (None, None) is returned."""
+    if cfg.objective != "dpo":
+        return None, None
+    mode = cfg.dpo.reference
+    if mode == "model":
+        initial = _initial_params(cfg, mcfg, param_sh, mesh)
+        return graphdef, reference.frozen_copy(initial, cfg.dpo.reference_dtype)
+    if mode != "precomputed":
+        raise ValueError(f"dpo.reference={mode!r}; expected 'model' or 'precomputed'")
+    path = Path(cfg.dpo.reference_logps) if cfg.dpo.reference_logps else reference.default_path(cfg.data.source)
+    expected = {"model_hash": reference.params_hash(_initial_params(cfg, mcfg, param_sh, mesh))}
+    for split in ("train", "eval"):
+        pipeline = getattr(data, split)
+        if pipeline is not None:
+            expected[f"{split}_data_hash"] = reference.data_hash(pipeline)
+            setattr(data, split, reference.PrecomputedReference(path, split, pipeline, expected))
+    log.info("DPO reference log-probs from %s (hashes checked)", path)
+    return None, None
 
 
 def evaluate(eval_fn, params, eval_data, mesh, ref_params=None) -> dict[str, float]:

@@ -1,0 +1,39 @@
+"""Bradley-Terry reward model (Janus-RM 7B: from Janus 7B after 1 epoch, lr 9e-6, batch 128, 1 epoch,
+seq 2048, Adam β (0.9, 0.95), 3% warmup, clip 1.0). Presets: `janus_rm_7b`, `tiny`.
+
+Best-of-N with a trained reward model: `janus-best-of-n` (janus_jax/best_of_n.py).
+"""
+
+from configs.common import base_config, paper_7b
+
+
+def get_config(preset: str = "tiny"):
+    c = base_config("rm")
+    c.data.packing = False
+    c.data.format = "rm"
+    c.optimizer.b2 = 0.95
+    c.optimizer.warmup_steps = -1
+    c.optimizer.warmup_ratio = 0.03
+    if preset == "tiny":
+        c.model.init_from = "runs/demo/sft"
+        c.data.source = "data/samples/rm.jsonl"
+        c.data.seq_len = 128
+        c.data.eval_fraction = 0.1
+        c.optimizer.lr = 1e-3
+        c.train.global_batch_size = 8
+        c.train.num_epochs = 4
+        c.train.log_every = 5
+        c.train.checkpoint_every = 100
+        return c
+    if preset == "janus_rm_7b":
+        paper_7b(c)
+        c.model.init_from = "runs/janus_7b_epoch1"  # a workdir of configs/sft.py:janus_7b_epoch1
+        c.data.source = "kaist-ai/Multifaceted-Collection-RM"
+        c.data.seq_len = 2048
+        c.optimizer.lr = 9e-6
+        c.optimizer.warmup_steps = -1
+        c.optimizer.warmup_ratio = 0.03
+        c.train.global_batch_size = 128
+        c.train.num_epochs = 1
+        return c
+    raise ValueError(f"unknown preset {preset!r} for configs/rm.py: tiny, janus_rm_7b")
