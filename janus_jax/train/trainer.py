@@ -190,11 +190,8 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
                 bar.update(done - bar.n)
                 bar.set_postfix(loss=f"{values['loss']:.4f}", tok_s=f"{values['tokens_per_second']:.0f}")
                 window_tokens, window_start = 0, time.perf_counter()
-            if (
-                data.eval is not None
-                and cfg.train.eval_every
-                and (done % cfg.train.eval_every == 0 or done == total_steps)
-            ):
+            periodic = bool(cfg.train.eval_every) and done % cfg.train.eval_every == 0
+            if data.eval is not None and (periodic or done == total_steps):
                 eval_metrics = evaluate(eval_fn, state["params"], data.eval, mesh, ref_params)
                 writer.write(done, eval_metrics)
                 last.update(eval_metrics)
