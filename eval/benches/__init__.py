@@ -1,0 +1,1 @@
+"""One module per benchmark: item snapshot, generation options, judge jobs and aggregation."""
