@@ -1,0 +1,93 @@
+"""JSON-lines files that survive a killed process: atomic rewrites and line-at-a-time appends."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def read_jsonl(path: str | os.PathLike[str], *, skip_bad_lines: bool = False) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL file (none if it does not exist). A bad line is an error naming file and line,
+    unless ``skip_bad_lines`` (for append logs, where a killed run can leave one torn line)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as error:
+                if not skip_bad_lines:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON ({error})") from None
+                log.warning("%s:%d: skipping a torn line (a previous run was killed mid-write)", path, lineno)
+                continue
+            yield row
+
+
+def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:
+    """Write all rows to a temporary file, fsync, then rename over ``path``: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return count
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Appender:
+    """Appends one JSON row per write() call, so a kill loses at most the row being written."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        size = os.fstat(self._fd).st_size
+        if size:
+            with open(self.path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":  # seal a torn line left by a kill
+                    os.write(self._fd, b"\n")
+
+    def write(self, row: dict[str, Any]) -> None:
+        os.write(self._fd, (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str | None:
+    """Hex sha256 of a file's bytes (None if it does not exist), for the manifest."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
