@@ -1,5 +1,13 @@
 """SFT training: sharding-invariant, exact accumulation, packing-invariant, stops on NaN."""
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -26,11 +34,20 @@ def _final_params(workdir):
     return restored["params"]
 
 
-def test_one_device_equals_eight_device_mesh(tmp_path, data_file):
+MESH_8 = {"train.max_steps": 5, "mesh.shape": (2, 2, 2)}
+
+
+@pytest.fixture(scope="module")
+def eight_device_run(tmp_path_factory, data_file):
+    workdir = tmp_path_factory.mktemp("runs") / "eight"
+    train(tiny_sft_config(data_file, **MESH_8), workdir)
+    return workdir
+
+
+def test_one_device_equals_eight_device_mesh(tmp_path, data_file, eight_device_run):
     one = tmp_path / "one"
-    eight = tmp_path / "eight"
+    eight = eight_device_run
     train(tiny_sft_config(data_file, **{"train.max_steps": 5, "mesh.shape": (1, 1, 1)}), one)
-    train(tiny_sft_config(data_file, **{"train.max_steps": 5, "mesh.shape": (2, 2, 2)}), eight)
     np.testing.assert_allclose(_losses(one), _losses(eight), rtol=1e-5)
     assert len(_losses(one)) == 5
     for a, b in zip(jax.tree.leaves(_final_params(one)), jax.tree.leaves(_final_params(eight))):
@@ -67,3 +84,73 @@ def test_nan_stops_before_any_checkpoint(tmp_path, data_file):
     steps = [p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
     finite_steps = [r["step"] for r in read_metrics(workdir) if np.isfinite(r.get("loss", np.nan))]
     assert all(int(s) <= max(finite_steps, default=0) for s in steps)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(workdir, data_file, overrides, env_extra=None, devices=8):
+    args = [sys.executable, "-m", "janus_jax.train.cli", "--config=configs/sft.py:tiny", f"--workdir={workdir}"]
+    flat = {
+        "data.source": str(data_file),
+        "data.seq_len": 128,
+        "data.eval_fraction": 0.0,
+        "train.global_batch_size": 8,
+        "train.log_every": 1,
+        "train.eval_every": 0,
+        **overrides,
+    }
+    args += [f"--config.{k}={v}" for k, v in flat.items()]
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+    env.update(env_extra or {})
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_process(tmp_path, data_file, eight_device_run):
+    """Two JAX processes x 4 CPU devices (gloo collectives) == one process x 8 devices."""
+    workdir = tmp_path / "two"
+    address = f"127.0.0.1:{_free_port()}"
+    overrides = {"train.max_steps": 5, "mesh.shape": "(2,2,2)", "train.checkpoint_every": 1000}
+    procs = [
+        _cli(
+            workdir,
+            data_file,
+            overrides,
+            {"JANUS_COORDINATOR_ADDRESS": address, "JANUS_NUM_PROCESSES": "2", "JANUS_PROCESS_ID": str(i)},
+            devices=4,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    np.testing.assert_allclose(_losses(workdir), _losses(eight_device_run), rtol=1e-5)
+
+
+def test_sigkill_and_resume_is_bitwise_exact(tmp_path, data_file):
+    overrides = {"train.max_steps": 8, "train.checkpoint_every": 2, "train.async_checkpoint": True}
+    reference = tmp_path / "reference"
+    ref = _cli(reference, data_file, overrides)
+    ref_out = ref.communicate(timeout=300)[0]
+    assert ref.returncode == 0, ref_out
+
+    workdir = tmp_path / "killed"
+    victim = _cli(workdir, data_file, overrides)
+    deadline = time.time() + 300
+    while not (workdir / "checkpoints" / "4").is_dir() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    completed = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert completed and completed[-1] < 8, completed
+    resumed = _cli(workdir, data_file, overrides)
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    for a, b in zip(jax.tree.leaves(_final_params(reference)), jax.tree.leaves(_final_params(workdir))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert [r["step"] for r in read_metrics(workdir)] == list(range(1, 9))
