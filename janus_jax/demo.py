@@ -29,7 +29,7 @@ def _banner(text: str) -> None:
 
 def _sample_replies(workdir: Path) -> None:
     from janus_jax.prompts import render_prompt_ids
-    from janus_jax.sample import GREEDY, Sampler
+    from janus_jax.sample import Sampler, SamplingParams
     from janus_jax.tokenizer import load_tokenizer
     from janus_jax.train.checkpoint import load_model
 
@@ -37,7 +37,7 @@ def _sample_replies(workdir: Path) -> None:
     model = load_model(workdir)
     sampler = Sampler(model, tok, pad_id=tok.pad_id)
     prompts = [render_prompt_ids(tok, system, PROMPT) for system in SYSTEMS]
-    outs = sampler.generate(prompts, GREEDY.__class__(max_new_tokens=48, temperature=0.0))
+    outs = sampler.generate(prompts, SamplingParams(max_new_tokens=48, temperature=0.0))
     for system, out in zip(SYSTEMS, outs):
         print(f"[system] {system}\n[user]   {PROMPT}\n[model]  {out.text.strip()!r}  ({out.finish_reason})\n")
 
@@ -61,7 +61,8 @@ def main() -> None:
     sft_dir, dpo_dir = DEMO_DIR / "sft", DEMO_DIR / "dpo"
     _banner("1/3  SFT: tiny Mistral on data/samples/sft.jsonl (configs/sft.py:tiny)")
     final = train(sft.get_config("tiny"), sft_dir)
-    print(f"final train loss {final.get('loss', float('nan')):.3f}, eval loss {final.get('eval/loss', float('nan')):.3f}")
+    nan = float("nan")
+    print(f"final train loss {final.get('loss', nan):.3f}, eval loss {final.get('eval/loss', nan):.3f}")
 
     _banner("2/3  Same prompt, different system messages (greedy)")
     _sample_replies(sft_dir)
