@@ -15,19 +15,27 @@ from pathlib import Path
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 DEMO_DIR = Path("runs/demo")
-PROMPT = "What is photosynthesis?"
-SYSTEMS = (
-    "You are the backend of a quiz app. Reply only with a JSON object with the keys \"answer\" "
-    "(one sentence) and \"confidence\".",
-    "Answer in exactly three short bullet points.",
-)
 
 
 def _banner(text: str) -> None:
     print(f"\n=== {text} " + "=" * max(0, 70 - len(text)), flush=True)
 
 
-def _sample_replies(workdir: Path) -> None:
+def _training_instruction(cfg) -> tuple[str, list[str]]:
+    """A prompt the tiny model trained on, with its system messages (the held-out ones are unseen)."""
+    from janus_jax.data.pipeline import split_off_eval
+    from janus_jax.data.records import validate
+    from janus_jax.data.report import DataReport
+    from janus_jax.data.sources import load_rows
+
+    report = DataReport()
+    rows = load_rows(cfg.data.source, cfg.data.split, report, "train")
+    train_records, _ = split_off_eval(validate(rows, "sft", report, "train"), cfg.data.eval_fraction, cfg.data.seed)
+    first = train_records[0].prompt
+    return first, [r.system for r in train_records if r.prompt == first]
+
+
+def _sample_replies(workdir: Path, prompt: str, systems: list[str]) -> None:
     from janus_jax.prompts import render_prompt_ids
     from janus_jax.sample import Sampler, SamplingParams
     from janus_jax.tokenizer import load_tokenizer
@@ -36,10 +44,10 @@ def _sample_replies(workdir: Path) -> None:
     tok = load_tokenizer()
     model = load_model(workdir)
     sampler = Sampler(model, tok, pad_id=tok.pad_id)
-    prompts = [render_prompt_ids(tok, system, PROMPT) for system in SYSTEMS]
-    outs = sampler.generate(prompts, SamplingParams(max_new_tokens=48, temperature=0.0))
-    for system, out in zip(SYSTEMS, outs):
-        print(f"[system] {system}\n[user]   {PROMPT}\n[model]  {out.text.strip()!r}  ({out.finish_reason})\n")
+    prompts = [render_prompt_ids(tok, system, prompt) for system in systems]
+    outs = sampler.generate(prompts, SamplingParams(max_new_tokens=64, temperature=0.0))
+    for system, out in zip(systems, outs):
+        print(f"[system] {system}\n[user]   {prompt}\n[model]  {out.text.strip()!r}  ({out.finish_reason})\n")
 
 
 def _margins(workdir: Path) -> list[tuple[int, float, float]]:
@@ -60,12 +68,13 @@ def main() -> None:
 
     sft_dir, dpo_dir = DEMO_DIR / "sft", DEMO_DIR / "dpo"
     _banner("1/3  SFT: tiny Mistral on data/samples/sft.jsonl (configs/sft.py:tiny)")
-    final = train(sft.get_config("tiny"), sft_dir)
+    sft_cfg = sft.get_config("tiny")
+    final = train(sft_cfg, sft_dir)
     nan = float("nan")
     print(f"final train loss {final.get('loss', nan):.3f}, eval loss {final.get('eval/loss', nan):.3f}")
 
     _banner("2/3  Same prompt, different system messages (greedy)")
-    _sample_replies(sft_dir)
+    _sample_replies(sft_dir, *_training_instruction(sft_cfg))
 
     _banner("3/3  DPO from the SFT checkpoint on data/samples/dpo.jsonl (configs/dpo.py:tiny)")
     cfg = dpo.get_config("tiny")
