@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import time
@@ -87,12 +89,20 @@ def _count_tokens(local: dict[str, np.ndarray]) -> int:
     return int(sum((v > 0).sum() for k, v in local.items() if k.endswith("segment_ids"))) * jax.process_count()
 
 
+def _last_logged(workdir: Path) -> dict[str, Any]:
+    """The latest train and eval metrics already in metrics.jsonl (what a finished run reports on rerun)."""
+    last: dict[str, Any] = {}
+    for row in read_metrics(workdir):
+        last.update(row)
+    return last
+
+
 def _truncate_metrics(workdir: Path, step: int) -> None:
     """After a resume, drop rows logged past the restored checkpoint; they are recomputed exactly."""
     rows = [r for r in read_metrics(workdir) if r["step"] <= step]
     path = workdir / "metrics.jsonl"
     if path.exists():
-        path.write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
@@ -165,7 +175,7 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
     peak = cfg.train.get("peak_flops_per_device") or peak_flops_per_device()
     bar = _progress(is_main, start, total_steps)
 
-    last: dict[str, Any] = {}
+    last: dict[str, Any] = _last_logged(workdir) if is_main else {}
     window_tokens, window_start = 0, time.perf_counter()
     status = "failed"
     try:
@@ -249,8 +259,6 @@ def evaluate(eval_fn, params, eval_data, mesh, ref_params=None) -> dict[str, flo
 
 
 def _config_dict(mcfg: MistralConfig) -> dict:
-    import dataclasses
-
     return dataclasses.asdict(mcfg)
 
 
