@@ -1,0 +1,157 @@
+"""Decode throughput: janus-jax's Sampler vs transformers `generate`, same weights, same run.
+
+A ~34M-parameter Mistral-shaped model (vocab 32000, hidden 384, 6 layers, GQA 6/2) with random
+weights, fp32, greedy, EOS disabled so that both sides generate exactly --new-tokens per row.
+Prints one JSON object (generated tokens per second, best of --repeats after a warm-up run).
+
+    .venv/bin/python bench/decode_throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+
+import jax
+import numpy as np
+import torch
+from flax import nnx
+from transformers import MistralForCausalLM
+
+import janus_jax
+from janus_jax.model import Mistral, MistralConfig
+from janus_jax.sample import Sampler, SamplingParams
+
+BENCH_MODEL = MistralConfig(
+    vocab_size=32000,
+    hidden_size=384,
+    intermediate_size=1024,
+    num_hidden_layers=6,
+    num_attention_heads=6,
+    num_key_value_heads=2,
+    head_dim=64,
+    max_position_embeddings=4096,
+    dtype="float32",
+)
+
+
+def best_times(fns, repeats: int) -> list[float]:
+    """Best wall time of each function; runs are interleaved so that load from other processes hits
+    both sides alike. The first run of each is a warm-up (compilation on the JAX side)."""
+    for fn in fns:
+        fn()
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--serve-tokens", type=int, default=32, help="max_tokens of the janus-serve requests")
+    args = parser.parse_args()
+
+    model = Mistral(BENCH_MODEL, rngs=nnx.Rngs(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        janus_jax.save_pretrained(model, tmp, dtype="float32")
+        hf = MistralForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+    sampler = Sampler(model, eos_id=-1)  # no EOS: every row generates exactly new_tokens
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=args.new_tokens)
+    rng = np.random.default_rng(0)
+
+    result = {
+        "model_params": BENCH_MODEL.num_params,
+        "prompt_len": args.prompt_len,
+        "new_tokens": args.new_tokens,
+        "dtype": "float32",
+        "decoding": "greedy",
+        "jax_backend": jax.default_backend(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+    }
+    for batch in (1, 16):
+        prompts = rng.integers(3, BENCH_MODEL.vocab_size, size=(batch, args.prompt_len))
+        ours = {}
+
+        def run_janus(prompts=prompts, ours=ours):
+            ours["out"] = sampler.generate(prompts.tolist(), greedy)
+
+        def run_hf(prompts=prompts, ours=ours):
+            with torch.inference_mode():
+                ours["hf"] = hf.generate(
+                    torch.from_numpy(prompts),
+                    attention_mask=torch.ones(prompts.shape, dtype=torch.long),
+                    do_sample=False,
+                    max_new_tokens=args.new_tokens,
+                    min_new_tokens=args.new_tokens,
+                    pad_token_id=0,
+                )
+
+        generated = batch * args.new_tokens
+        janus_s, hf_s = best_times([run_janus, run_hf], args.repeats)
+        assert all(len(c.token_ids) == args.new_tokens for c in ours["out"])
+        assert ours["hf"].shape == (batch, args.prompt_len + args.new_tokens)
+        same = np.mean([c.token_ids == ours["hf"][i, args.prompt_len :].tolist() for i, c in enumerate(ours["out"])])
+        result[f"janus_tokens_per_s_b{batch}"] = round(generated / janus_s, 1)
+        result[f"hf_tokens_per_s_b{batch}"] = round(generated / hf_s, 1)
+        result[f"speedup_b{batch}"] = round(hf_s / janus_s, 2)
+        result[f"identical_greedy_rows_b{batch}"] = float(same)
+    result.update(serve_batching(model, args.serve_tokens))
+    print(json.dumps(result))
+
+
+def serve_batching(model: Mistral, max_tokens: int) -> dict:
+    """janus-serve per-wave batching: 32 greedy chat requests one after another vs all at once."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    from janus_jax.serve.cli import build_server
+    from janus_jax.serve.loading import LoadedModel
+    from janus_jax.tokenizer import load_tokenizer
+
+    server = build_server(LoadedModel(model, load_tokenizer(), "bench"), port=0, max_batch=32)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=600)
+
+    def ask(i: int) -> int:
+        messages = [{"role": "user", "content": f"Tell me about the number {i}."}]
+        reply = client.chat.completions.create(model="bench", messages=messages, max_tokens=max_tokens, temperature=0.0)
+        return reply.usage.completion_tokens
+
+    try:
+        with ThreadPoolExecutor(32) as pool:  # warm-up: compile the shapes both phases use
+            list(pool.map(ask, range(32)))
+        ask(0)
+        start = time.perf_counter()
+        sequential = sum(ask(i) for i in range(32))
+        sequential_s = time.perf_counter() - start
+        waves = server.engine.stats.waves
+        start = time.perf_counter()
+        with ThreadPoolExecutor(32) as pool:
+            concurrent = sum(pool.map(ask, range(32)))
+        concurrent_s = time.perf_counter() - start
+        return {
+            "serve_max_tokens": max_tokens,
+            "serve_tokens_per_s_sequential": round(sequential / sequential_s, 1),
+            "serve_tokens_per_s_concurrent32": round(concurrent / concurrent_s, 1),
+            "serve_waves_for_32_concurrent": server.engine.stats.waves - waves,
+        }
+    finally:
+        server.shutdown()
+        server.engine.close()
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

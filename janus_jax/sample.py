@@ -1,0 +1,634 @@
+"""Batched sampling: one prefill call, then cached decode steps inside a jitted `lax.while_loop`.
+
+Every sampling knob (temperature, top-p, top-k, repetition penalty, seed, token budget, stop
+tokens) is a per-row array, so a batch may mix greedy and sampled rows and changing a knob never
+recompiles. Shapes are bucketed (batch, prompt length, new tokens) to bound the number of
+compilations. Each row draws from its own key, `fold_in(key(seed), step)`, so a row's tokens do
+not depend on its batch mates, on padding, or on how the batch is sharded.
+
+Stop strings need text, so they are checked on the host between decode chunks; a row that hit one
+is marked done and the device loop stops when every row is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+_NEG_INF = -jnp.inf
+# Sampled temperatures below this count as greedy (argmax), which is also what temperature 0 means.
+_GREEDY_BELOW = 1e-5
+# Sampling looks at this many most likely tokens first and sorts the whole vocabulary only when a
+# row's top-k / top-p set does not fit in them (a full sort of 32k logits is slow on CPU).
+CANDIDATES = 128
+
+
+# ---- sampling parameters -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """What one request asks for. `temperature=0` is greedy; `top_k=0` and `top_p=1` disable filtering."""
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be at least 1")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"temperature={self.temperature} must be a finite number >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k} must be >= 0 (0 disables top-k)")
+        if not (self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty)):
+            raise ValueError(f"repetition_penalty={self.repetition_penalty} must be a finite number > 0")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed={self.seed} must be in [0, 2**32)")
+        if any(not s for s in self.stop):
+            raise ValueError("stop strings must be non-empty")
+
+
+# The sampling setting of the Janus paper (generation for Multifaceted Bench and the other benchmarks).
+JANUS_SAMPLING = SamplingParams(max_new_tokens=1024, temperature=1.0, top_p=0.9, repetition_penalty=1.03)
+GREEDY = SamplingParams(temperature=0.0)
+
+
+class RowParams(NamedTuple):
+    """SamplingParams as per-row device arrays ([B] each, stop_ids [B, K] padded with -1)."""
+
+    temperature: jax.Array
+    top_p: jax.Array
+    top_k: jax.Array
+    repetition_penalty: jax.Array
+    seed: jax.Array
+    max_new_tokens: jax.Array
+    stop_ids: jax.Array
+
+
+def row_params(params: Sequence[SamplingParams], eos_id: int | None, stop_slots: int) -> RowParams:
+    """Stack per-request parameters into host arrays; EOS is always a stop token."""
+    stop_ids = np.full((len(params), stop_slots), -1, np.int32)
+    for i, p in enumerate(params):
+        ids = ([eos_id] if eos_id is not None else []) + [t for t in p.stop_token_ids if t != eos_id]
+        if len(ids) > stop_slots:
+            raise ValueError(f"row {i}: {len(ids)} stop token ids, at most {stop_slots} are supported")
+        stop_ids[i, : len(ids)] = ids
+    return RowParams(
+        temperature=np.array([p.temperature for p in params], np.float32),
+        top_p=np.array([p.top_p for p in params], np.float32),
+        top_k=np.array([p.top_k for p in params], np.int32),
+        repetition_penalty=np.array([p.repetition_penalty for p in params], np.float32),
+        seed=np.array([p.seed for p in params], np.uint32),
+        max_new_tokens=np.array([p.max_new_tokens for p in params], np.int32),
+        stop_ids=stop_ids,
+    )
+
+
+# ---- the sampling math, on plain logits ------------------------------------------------------
+
+
+def apply_repetition_penalty(logits: jax.Array, seen: jax.Array, penalty: jax.Array) -> jax.Array:
+    """HF/CTRL semantics: over seen tokens, divide positive logits by the penalty, multiply negative ones."""
+    p = penalty[:, None]
+    penalized = jnp.where(logits > 0, logits / p, logits * p)
+    return jnp.where(seen, penalized, logits)
+
+
+def filter_top_k_top_p(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
+    """Set logits outside the top-k, then outside the top-p nucleus of what is left, to -inf.
+
+    Same order and semantics as HF's TopK then TopP warpers: a token is kept when the probability
+    mass of strictly more likely tokens is below top_p (so the most likely token is always kept).
+    """
+    vocab = logits.shape[-1]
+    ranks = jnp.arange(vocab)[None, :]
+    desc = -jnp.sort(-logits, axis=-1)
+    k = jnp.where(top_k > 0, jnp.minimum(top_k, vocab), vocab)[:, None]
+    desc = jnp.where(ranks < k, desc, _NEG_INF)
+    probs = jax.nn.softmax(desc, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    keep = (mass_before < top_p[:, None]) & (ranks < k)
+    n_keep = jnp.maximum(jnp.sum(keep, axis=-1, keepdims=True), 1)
+    threshold = jnp.take_along_axis(desc, n_keep - 1, axis=-1)
+    return jnp.where(logits >= threshold, logits, _NEG_INF)
+
+
+def _hash32(x: jax.Array) -> jax.Array:
+    """A 32-bit integer mixer (lowbias32): cheap, elementwise, well distributed."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def gumbel_noise(seed: jax.Array, step: jax.Array, token_ids: jax.Array) -> jax.Array:
+    """Gumbel noise for (row seed [B], step, token id [B, K]): a pure function of the three.
+
+    Noise per token id, rather than per position in some array, makes the sample of a row the same
+    whether it is drawn from a short candidate list or from the whole vocabulary, and whoever the
+    row's batch mates are.
+    """
+    key = _hash32(seed.astype(jnp.uint32) ^ _hash32(step.astype(jnp.uint32) + jnp.uint32(0x9E3779B9)))
+    bits = _hash32(_hash32(token_ids.astype(jnp.uint32) ^ key[:, None]) + key[:, None])
+    uniform = ((bits >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24))
+    return -jnp.log(-jnp.log(uniform))
+
+
+def _sample_candidates(
+    cand: jax.Array, cand_ids: jax.Array, rows: RowParams, step: jax.Array, log_norm: jax.Array
+) -> jax.Array:
+    """Top-k/top-p sampling among the most likely tokens `cand` (sorted; exact when the kept set fits)."""
+    ranks = jnp.arange(cand.shape[-1])[None, :]
+    k = jnp.where(rows.top_k > 0, rows.top_k, cand.shape[-1])[:, None]
+    in_k = ranks < k
+    norm = jnp.where(
+        rows.top_k[:, None] > 0, jax.nn.logsumexp(jnp.where(in_k, cand, _NEG_INF), axis=-1, keepdims=True), log_norm
+    )
+    probs = jnp.where(in_k, jnp.exp(cand - norm), 0.0)
+    keep = ((jnp.cumsum(probs, axis=-1) - probs) < rows.top_p[:, None]) & in_k
+    keep = keep.at[:, 0].set(True)
+    score = jnp.where(keep, cand + gumbel_noise(rows.seed, step, cand_ids), _NEG_INF)
+    return jnp.take_along_axis(cand_ids, jnp.argmax(score, axis=-1)[:, None], axis=-1)[:, 0]
+
+
+def _sample_full(scaled: jax.Array, rows: RowParams, step: jax.Array) -> jax.Array:
+    """Top-k/top-p sampling over the whole vocabulary (a full sort: slow on CPU, always exact)."""
+    filtered = filter_top_k_top_p(scaled, rows.top_k, rows.top_p)
+    ids = jnp.broadcast_to(jnp.arange(scaled.shape[-1], dtype=jnp.int32), scaled.shape)
+    return jnp.argmax(filtered + gumbel_noise(rows.seed, step, ids), axis=-1)
+
+
+def sample_tokens(logits: jax.Array, seen: jax.Array, rows: RowParams, step: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One token per row from fp32 logits [B, V]; returns (tokens [B], raw model log-probs [B]).
+
+    The log-probs are the model's own (log-softmax of the unprocessed logits), the number a
+    likelihood-based evaluation wants, independent of the sampling knobs.
+
+    Sampling is Gumbel-max with per-token noise. When every sampled row's kept set (top-k <=
+    CANDIDATES, or a nucleus inside the CANDIDATES most likely tokens) fits in a short candidate
+    list, no full-vocabulary sort is needed; otherwise the exact full path runs. Both give the same
+    token for a row (up to exact ties of logits).
+    """
+    logits = logits.astype(jnp.float32)
+    needs_penalty = jnp.any(rows.repetition_penalty != 1.0)
+    processed = jax.lax.cond(
+        needs_penalty,
+        lambda x: apply_repetition_penalty(x, seen, rows.repetition_penalty),
+        lambda x: x,
+        logits,
+    )
+    greedy_tokens = jnp.argmax(processed, axis=-1)
+    greedy_row = rows.temperature < _GREEDY_BELOW
+
+    def sampled(x: jax.Array) -> jax.Array:
+        scaled = x / jnp.maximum(rows.temperature, _GREEDY_BELOW)[:, None]
+        log_norm = jax.nn.logsumexp(scaled, axis=-1, keepdims=True)
+        count = min(CANDIDATES, scaled.shape[-1])
+        cand, cand_ids = jax.lax.top_k(scaled, count)
+        top_mass = jnp.sum(jnp.exp(cand - log_norm), axis=-1)
+        fits = jnp.where(rows.top_k > 0, rows.top_k <= count, top_mass >= rows.top_p) | greedy_row
+        return jax.lax.cond(
+            jnp.all(fits),
+            lambda s: _sample_candidates(cand, cand_ids, rows, step, log_norm),
+            lambda s: _sample_full(s, rows, step),
+            scaled,
+        )
+
+    tokens = jax.lax.cond(jnp.all(greedy_row), lambda x: greedy_tokens, sampled, processed)
+    tokens = jnp.where(greedy_row, greedy_tokens, tokens).astype(jnp.int32)
+    logprobs = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0] - jax.nn.logsumexp(logits, axis=-1)
+    return tokens, logprobs
+
+
+# ---- prefill and the decode loop -------------------------------------------------------------
+
+
+class DecodeState(NamedTuple):
+    """Everything the decode loop carries. Per-row arrays are [B, ...]; step is a scalar."""
+
+    cache: Any
+    tokens: jax.Array  # [B, N] generated tokens (pad_id after a row finished)
+    logprobs: jax.Array  # [B, N]
+    num_generated: jax.Array  # [B]
+    done: jax.Array  # [B]
+    hit_stop: jax.Array  # [B] finished on a stop token (vs. the token budget)
+    next_position: jax.Array  # [B] position of the last sampled token, fed on the next step
+    seen: jax.Array  # [B, V] tokens in prompt or output (repetition penalty)
+    step: jax.Array  # number of tokens sampled so far (scalar)
+
+
+def _record(ds: DecodeState, tokens: jax.Array, logprobs: jax.Array, rows: RowParams, pad_id: int) -> DecodeState:
+    """Write the sampled tokens of step `ds.step` into the buffers and update which rows are done."""
+    active = ~ds.done
+    is_stop = jnp.any(tokens[:, None] == rows.stop_ids, axis=-1)
+    tokens = jnp.where(active, tokens, pad_id)
+    num_generated = ds.num_generated + active.astype(jnp.int32)
+    batch = jnp.arange(tokens.shape[0])
+    return ds._replace(
+        tokens=jax.lax.dynamic_update_slice_in_dim(ds.tokens, tokens[:, None], ds.step, axis=1),
+        logprobs=jax.lax.dynamic_update_slice_in_dim(
+            ds.logprobs, jnp.where(active, logprobs, 0.0)[:, None], ds.step, axis=1
+        ),
+        num_generated=num_generated,
+        hit_stop=ds.hit_stop | (active & is_stop),
+        done=ds.done | (active & (is_stop | (num_generated >= rows.max_new_tokens))),
+        seen=ds.seen.at[batch, tokens].max(active),
+        step=ds.step + 1,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSharding:
+    """Where decode arrays live on a mesh: rows over ('data', 'fsdp'), KV heads over 'tensor'.
+
+    Hashable, so it is a static argument of the jitted steps and samplers on the same mesh share
+    executables.
+    """
+
+    mesh: Mesh
+    batch_axes: tuple[str, ...] | None
+    heads_axis: str | None
+
+    @classmethod
+    def for_model(cls, mesh: Mesh, num_kv_heads: int) -> DecodeSharding:
+        batch_axes = tuple(a for a in ("data", "fsdp") if a in mesh.shape) or None
+        heads_axis = "tensor" if "tensor" in mesh.shape else None
+        if heads_axis and num_kv_heads % mesh.shape[heads_axis]:
+            heads_axis = None
+        return cls(mesh, batch_axes, heads_axis)
+
+    @property
+    def batch_multiple(self) -> int:
+        return math.prod(self.mesh.shape[a] for a in self.batch_axes or ())
+
+    def rows(self, ndim: int) -> NamedSharding:
+        """[B, ...] arrays."""
+        return NamedSharding(self.mesh, P(self.batch_axes, *([None] * (ndim - 1))))
+
+    def constrain_cache(self, cache: Any) -> Any:
+        def one(x: jax.Array) -> jax.Array:
+            if x.ndim == 5:  # k / v [L, B, S, KVH, hd]
+                spec = NamedSharding(self.mesh, P(None, self.batch_axes, None, self.heads_axis, None))
+                return jax.lax.with_sharding_constraint(x, spec)
+            return jax.lax.with_sharding_constraint(x, self.rows(x.ndim))  # per-row bookkeeping [B, S]
+
+        return jax.tree.map(one, cache)
+
+
+def _prefill(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    prompt_ids: jax.Array,
+    prompt_lens: jax.Array,
+    rows: RowParams,
+    *,
+    cache_length: int,
+    new_tokens: int,
+    cache_dtype: Any,
+    pad_id: int,
+    sharding: DecodeSharding | None,
+) -> DecodeState:
+    """Run the right-padded prompts through the model into an empty cache and sample token 0."""
+    from janus_jax.model import init_cache
+
+    model = nnx.merge(graphdef, state)
+    batch, length = prompt_ids.shape
+    positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+    valid = positions < prompt_lens[:, None]
+    cache = init_cache(model.config, batch_size=batch, max_length=cache_length, dtype=cache_dtype)
+    if sharding is not None:
+        cache = sharding.constrain_cache(cache)
+    # The LM head runs on each row's last prompt token only: [B, T, V] fp32 logits of a long prompt
+    # batch would cost gigabytes for a 32k vocabulary.
+    hidden, cache = model.hidden_states(prompt_ids, positions, valid.astype(jnp.int32), cache)
+    last_hidden = jnp.take_along_axis(hidden, (prompt_lens - 1)[:, None, None], axis=1)
+    last = model.lm_head(last_hidden)[:, 0].astype(jnp.float32)
+    vocab = last.shape[-1]
+    seen = jnp.zeros((batch, vocab), bool).at[jnp.arange(batch)[:, None], prompt_ids].max(valid)
+    ds = DecodeState(
+        cache=cache,
+        tokens=jnp.full((batch, new_tokens), pad_id, jnp.int32),
+        logprobs=jnp.zeros((batch, new_tokens), jnp.float32),
+        num_generated=jnp.zeros((batch,), jnp.int32),
+        done=jnp.zeros((batch,), bool),
+        hit_stop=jnp.zeros((batch,), bool),
+        next_position=prompt_lens.astype(jnp.int32),
+        seen=seen,
+        step=jnp.zeros((), jnp.int32),
+    )
+    tokens, logprobs = sample_tokens(last, seen, rows, ds.step)
+    return _record(ds, tokens, logprobs, rows, pad_id)
+
+
+def _decode(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    ds: DecodeState,
+    rows: RowParams,
+    until_step: jax.Array,
+    *,
+    pad_id: int,
+    sharding: DecodeSharding | None,
+) -> DecodeState:
+    """Cached decode steps until `until_step` tokens were sampled or every row is done."""
+    model = nnx.merge(graphdef, state)
+
+    def cond(ds: DecodeState) -> jax.Array:
+        return (ds.step < until_step) & ~jnp.all(ds.done)
+
+    def body(ds: DecodeState) -> DecodeState:
+        last = jax.lax.dynamic_index_in_dim(ds.tokens, ds.step - 1, axis=1, keepdims=True)
+        live = (~ds.done).astype(jnp.int32)[:, None]
+        logits, cache = model(last, positions=ds.next_position[:, None], segment_ids=live, cache=ds.cache)
+        if sharding is not None:
+            cache = sharding.constrain_cache(cache)
+        ds = ds._replace(cache=cache, next_position=ds.next_position + 1)
+        tokens, logprobs = sample_tokens(logits[:, 0], ds.seen, rows, ds.step)
+        return _record(ds, tokens, logprobs, rows, pad_id)
+
+    return jax.lax.while_loop(cond, body, ds)
+
+
+# The graphdef is a static argument: samplers of equal models (same config) share executables.
+_prefill_jit = jax.jit(
+    _prefill,
+    static_argnums=(0,),
+    static_argnames=("cache_length", "new_tokens", "cache_dtype", "pad_id", "sharding"),
+)
+_decode_jit = jax.jit(_decode, static_argnums=(0,), static_argnames=("pad_id", "sharding"), donate_argnums=(2,))
+
+
+# ---- host side ------------------------------------------------------------------------------
+
+
+class TextDecoder(Protocol):
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+@dataclasses.dataclass
+class Completion:
+    """One row's output. `finish_reason` is None while the row is still being generated."""
+
+    token_ids: list[int]
+    text: str
+    logprobs: list[float]
+    finish_reason: str | None  # "stop" (stop token or string) | "length"
+    prompt_tokens: int
+
+
+def bucket(n: int, minimum: int) -> int:
+    """Round up to a power of two (at least `minimum`) so that few distinct shapes get compiled."""
+    return max(minimum, 1 << max(0, n - 1).bit_length())
+
+
+class Sampler:
+    """Generates from a Mistral: `generate()` for whole replies, `stream()` for chunks as they come.
+
+    Pass `mesh` to shard the batch over its ('data', 'fsdp') axes and the KV cache's kv heads over
+    'tensor'. The model's parameters are used where they live: shard them with the training rules
+    beforehand for a model that does not fit one device; unplaced parameters are replicated.
+    """
+
+    def __init__(
+        self,
+        model: nnx.Module,
+        tokenizer: TextDecoder | None = None,
+        *,
+        eos_id: int | None = None,
+        pad_id: int = 0,
+        max_context: int | None = None,
+        mesh: Mesh | None = None,
+        stop_slots: int = 8,
+        min_prompt_bucket: int = 16,
+        min_new_tokens_bucket: int = 16,
+    ):
+        self.config = model.config
+        self.tokenizer = tokenizer
+        self.eos_id = self.config.eos_token_id if eos_id is None else eos_id
+        self.pad_id = pad_id
+        self.max_context = max_context or self.config.max_position_embeddings
+        self.stop_slots = stop_slots
+        self.min_prompt_bucket = min_prompt_bucket
+        self.min_new_tokens_bucket = min_new_tokens_bucket
+        self.cache_dtype = jnp.dtype(self.config.dtype)
+        self.mesh = mesh
+        self.graphdef, state = nnx.split(model)
+        self.sharding = DecodeSharding.for_model(mesh, self.config.num_key_value_heads) if mesh is not None else None
+        self.state = self._place_state(state) if mesh is not None else state
+
+    @property
+    def batch_multiple(self) -> int:
+        return 1 if self.sharding is None else self.sharding.batch_multiple
+
+    def _place_state(self, state: nnx.State) -> nnx.State:
+        """Keep parameters already on this mesh; shard the others with the training rules."""
+        leaves = jax.tree.leaves(state)
+        if all(isinstance(x, jax.Array) and getattr(x.sharding, "mesh", None) == self.mesh for x in leaves):
+            return state
+        from janus_jax.sharding import state_shardings
+
+        def place(variable: nnx.Variable, sharding: Any) -> nnx.Variable:
+            if isinstance(sharding, nnx.Variable):
+                sharding = sharding.get_value()
+            return variable.replace(jax.device_put(variable.get_value(), sharding))
+
+        is_variable = lambda x: isinstance(x, nnx.Variable)
+        return jax.tree.map(place, state, state_shardings(state, self.mesh), is_leaf=is_variable)
+
+    def _to_device(self, tree: Any) -> Any:
+        if self.sharding is None:
+            return jax.tree.map(jnp.asarray, tree)
+        return jax.tree.map(lambda x: jax.device_put(x, self.sharding.rows(np.ndim(x))), tree)
+
+    @staticmethod
+    def compilations() -> int:
+        """Executables compiled so far for prefill and decode (all samplers): for recompilation tests."""
+        return _prefill_jit._cache_size() + _decode_jit._cache_size()
+
+    def shapes(self, prompt_lengths: Sequence[int], max_new_tokens: int, batch: int) -> tuple[int, int, int, int]:
+        """(batch, prompt, new-token, cache) buckets for a request set."""
+        longest = max(prompt_lengths)
+        prompt_bucket = bucket(longest, self.min_prompt_bucket)
+        new_bucket = bucket(max_new_tokens, self.min_new_tokens_bucket)
+        multiple = self.batch_multiple
+        batch_bucket = bucket(batch, 1)
+        batch_bucket = -(-batch_bucket // multiple) * multiple
+        cache_length = prompt_bucket + new_bucket
+        window = self.config.sliding_window
+        if window is not None:  # ring buffer: the cache must hold one window and the whole prompt
+            cache_length = max(prompt_bucket, min(cache_length, bucket(window, 1)))
+        return batch_bucket, prompt_bucket, new_bucket, cache_length
+
+    # -- generation --
+    def check_request(self, prompt_ids: Sequence[int], params: SamplingParams, row: int = 0) -> None:
+        """Raise ValueError for a request that cannot be served (names the row)."""
+        try:
+            params.validate()
+        except ValueError as e:
+            raise ValueError(f"row {row}: {e}") from None
+        if not prompt_ids:
+            raise ValueError(f"row {row}: empty prompt")
+        if len(prompt_ids) + params.max_new_tokens > self.max_context:
+            raise ValueError(
+                f"row {row}: prompt of {len(prompt_ids)} tokens + max_new_tokens={params.max_new_tokens} "
+                f"exceeds the context length {self.max_context}"
+            )
+        if params.stop and self.tokenizer is None:
+            raise ValueError(f"row {row}: stop strings need a tokenizer")
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams] = GREEDY
+    ) -> list[Completion]:
+        """Whole replies for a batch of token-id prompts (any lengths)."""
+        snapshots = list(self.stream(prompts, params, chunk_tokens=None))
+        return snapshots[-1] if snapshots else []
+
+    def stream(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams | Sequence[SamplingParams] = GREEDY,
+        chunk_tokens: int | None = 16,
+    ) -> Iterator[list[Completion]]:
+        """Yield every row's completion so far after each chunk of decode steps; the last yield is final.
+
+        `chunk_tokens=None` decodes in one device loop unless stop strings need host checks.
+        """
+        if isinstance(params, SamplingParams):
+            params = [params] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling parameter sets")
+        if not prompts:
+            return
+        for i, (p, sp) in enumerate(zip(prompts, params, strict=True)):
+            self.check_request(p, sp, i)
+        n = len(prompts)
+        lengths = [len(p) for p in prompts]
+        longest_new = max(sp.max_new_tokens for sp in params)
+        batch, prompt_bucket, new_bucket, cache_length = self.shapes(lengths, longest_new, n)
+
+        ids = np.full((batch, prompt_bucket), self.pad_id, np.int32)
+        for i, p in enumerate(prompts):
+            ids[i, : len(p)] = p
+        lens = np.ones((batch,), np.int32)
+        lens[:n] = lengths
+        # Padding rows: one token, greedy, finish after one step.
+        padded = list(params) + [dataclasses.replace(GREEDY, max_new_tokens=1)] * (batch - n)
+        rows = self._to_device(row_params(padded, self.eos_id, self.stop_slots))
+        ids, lens = self._to_device((ids, lens))
+
+        ds = _prefill_jit(
+            self.graphdef,
+            self.state,
+            ids,
+            lens,
+            rows,
+            cache_length=cache_length,
+            new_tokens=new_bucket,
+            cache_dtype=self.cache_dtype,
+            pad_id=self.pad_id,
+            sharding=self.sharding,
+        )
+        stops = [sp.stop for sp in params]
+        has_stop_strings = any(stops)
+        if chunk_tokens is None:
+            chunk_tokens = 32 if has_stop_strings else new_bucket
+        cut: dict[int, Completion] = {}  # rows finished by a stop string
+        while True:
+            tokens, logprobs, num, done, hit_stop, step = jax.device_get(
+                (ds.tokens, ds.logprobs, ds.num_generated, ds.done, ds.hit_stop, ds.step)
+            )
+            if has_stop_strings:
+                newly_cut = self._find_stop_strings(tokens, logprobs, num, stops, lengths, cut, int(step), chunk_tokens)
+                if newly_cut:
+                    done = done.copy()
+                    done[list(newly_cut)] = True
+                    ds = ds._replace(done=self._to_device(done))
+            finished = bool(done[:n].all())
+            yield [
+                cut[i]
+                if i in cut
+                else self._completion(tokens[i], logprobs[i], num[i], done[i], hit_stop[i], lengths[i])
+                for i in range(n)
+            ]
+            if finished:
+                return
+            until = jnp.int32(min(int(step) + chunk_tokens, new_bucket))
+            ds = _decode_jit(self.graphdef, self.state, ds, rows, until, pad_id=self.pad_id, sharding=self.sharding)
+
+    def _completion(
+        self, tokens: np.ndarray, logprobs: np.ndarray, num: int, done: bool, hit_stop: bool, prompt_len: int
+    ) -> Completion:
+        num = int(num)
+        ids = tokens[:num].tolist()
+        lps = logprobs[:num].tolist()
+        if hit_stop:  # the stop token ends the reply but is not part of it
+            ids, lps = ids[:-1], lps[:-1]
+        text = self.tokenizer.decode(ids) if self.tokenizer is not None else ""
+        reason = ("stop" if hit_stop else "length") if done else None
+        return Completion(ids, text, lps, reason, prompt_len)
+
+    def _find_stop_strings(
+        self,
+        tokens: np.ndarray,
+        logprobs: np.ndarray,
+        num: np.ndarray,
+        stops: Sequence[tuple[str, ...]],
+        lengths: Sequence[int],
+        cut: dict[int, Completion],
+        step: int,
+        chunk: int,
+    ) -> list[int]:
+        """Truncate rows whose text now contains a stop string; return the rows newly cut."""
+        newly = []
+        for i, row_stops in enumerate(stops):
+            if not row_stops or i in cut:
+                continue
+            count = int(num[i])
+            text = self.tokenizer.decode(tokens[i, :count].tolist())
+            if not any(s in text for s in row_stops):
+                continue
+            # The fewest tokens whose text contains a stop string: it appeared in the last chunk.
+            for k in range(max(1, step - chunk - 1), count + 1):
+                prefix = self.tokenizer.decode(tokens[i, :k].tolist())
+                hits = [prefix.index(s) for s in row_stops if s in prefix]
+                if hits:
+                    cut[i] = Completion(
+                        tokens[i, :k].tolist(),
+                        prefix[: min(hits)],
+                        logprobs[i, :k].tolist(),
+                        "stop",
+                        lengths[i],
+                    )
+                    newly.append(i)
+                    break
+        return newly
+
+
+def stop_string_holdback(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of `text` that may grow into a stop string (not yet safe to emit)."""
+    longest = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), longest, -1):
+            if s.startswith(text[-k:]):
+                longest = k
+                break
+    return longest

@@ -1,0 +1,1 @@
+"""OpenAI-compatible serving of janus-jax models (`janus-serve`)."""
