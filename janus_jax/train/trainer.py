@@ -124,6 +124,11 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
     total_steps = int(cfg.train.max_steps) if cfg.train.get("max_steps") else data.total_steps
     if total_steps <= 0:
         raise ValueError(f"the run has {total_steps} steps: check data size, batch size and num_epochs")
+    if total_steps > data.total_steps:
+        raise ValueError(
+            f"train.max_steps={total_steps} exceeds the {data.total_steps} steps of "
+            f"train.num_epochs={cfg.train.num_epochs} over the data; raise train.num_epochs"
+        )
 
     if is_main:
         manifest.write_manifest(
@@ -211,6 +216,9 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
                     raise NonFiniteLossError(f"non-finite metrics at step {done}: {now}; no checkpoint written")
                 ckpt.save(done, state, {"data_step": done, "model_config": _config_dict(mcfg)})
         status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
     finally:
         bar.close()
         ckpt.close()
