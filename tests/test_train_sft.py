@@ -133,24 +133,24 @@ def test_two_processes_equal_one_process(tmp_path, data_file, eight_device_run):
 
 
 def test_sigkill_and_resume_is_bitwise_exact(tmp_path, data_file):
-    overrides = {"train.max_steps": 8, "train.checkpoint_every": 2, "train.async_checkpoint": True}
-    reference = tmp_path / "reference"
-    ref = _cli(reference, data_file, overrides)
-    ref_out = ref.communicate(timeout=300)[0]
-    assert ref.returncode == 0, ref_out
-
+    """Kill a CLI run after its step-2 checkpoint, rerun the same command: final parameters are
+    bitwise equal to an uninterrupted run (here in-process, same devices and program)."""
+    overrides = {"train.max_steps": 6, "train.checkpoint_every": 2, "train.async_checkpoint": True}
     workdir = tmp_path / "killed"
     victim = _cli(workdir, data_file, overrides)
     deadline = time.time() + 300
-    while not (workdir / "checkpoints" / "4").is_dir() and victim.poll() is None and time.time() < deadline:
+    while not (workdir / "checkpoints" / "2").is_dir() and victim.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     victim.send_signal(signal.SIGKILL)
     victim.communicate()
     completed = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-    assert completed and completed[-1] < 8, completed
+    assert completed and completed[-1] < 6, completed
     resumed = _cli(workdir, data_file, overrides)
+
+    reference = tmp_path / "reference"
+    train(tiny_sft_config(data_file, **overrides), reference)
     out = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, out
     for a, b in zip(jax.tree.leaves(_final_params(reference)), jax.tree.leaves(_final_params(workdir))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert [r["step"] for r in read_metrics(workdir)] == list(range(1, 9))
+    assert [r["step"] for r in read_metrics(workdir)] == list(range(1, 7))
