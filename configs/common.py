@@ -61,4 +61,5 @@ def paper_7b(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 0.0
     c.train.log_every = 1
     c.train.checkpoint_every = 200
+    c.train.grad_accum_steps = 4  # micro-batches of 1/4 of the global batch (the paper: 4 GPUs x 2 x 4 steps)
     return c

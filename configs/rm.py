@@ -34,6 +34,7 @@ def get_config(preset: str = "tiny"):
         c.optimizer.warmup_steps = -1
         c.optimizer.warmup_ratio = 0.03
         c.train.global_batch_size = 128
+        c.train.grad_accum_steps = 16
         c.train.num_epochs = 1
         return c
     raise ValueError(f"unknown preset {preset!r} for configs/rm.py: tiny, janus_rm_7b")

@@ -8,10 +8,12 @@ only after the queue wait.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 import numpy as np
@@ -124,6 +126,33 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES):
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     """Leading (batch) dimension over data and fsdp, the rest replicated."""
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+_ACTIVATION_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("janus_activation_mesh", default=None)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh | None) -> Iterator[None]:
+    """While tracing under this context, the model pins its activations to the batch axes of `mesh`.
+
+    Without the pins XLA may contract the LM head over the fsdp-sharded `embed` dimension and keep
+    full-batch float32 logits on every device; with them each device holds its own rows only.
+    """
+    token = _ACTIVATION_MESH.set(mesh)
+    try:
+        yield
+    finally:
+        _ACTIVATION_MESH.reset(token)
+
+
+def constrain_batch(x: jax.Array, *rest: str | None) -> jax.Array:
+    """Shard dim 0 over (data, fsdp) and the given trailing axes, when an activation mesh is set."""
+    mesh = _ACTIVATION_MESH.get()
+    if mesh is None or x.shape[0] % (mesh.shape["data"] * mesh.shape["fsdp"]):
+        return x
+    rest = tuple(a if a is None or x.shape[i + 1] % mesh.shape[a] == 0 else None for i, a in enumerate(rest))
+    spec = PartitionSpec(BATCH_AXES, *rest, *([None] * (x.ndim - 1 - len(rest))))
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
 def initialize_distributed() -> None:

@@ -10,6 +10,7 @@ from flax import nnx
 
 from janus_jax.model.config import MistralConfig
 from janus_jax.model.layers import DecoderLayer, RMSNorm, linear
+from janus_jax.sharding import constrain_batch
 
 _REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -100,7 +101,7 @@ class Mistral(nnx.Module):
             segment_ids = jnp.ones_like(input_ids, dtype=jnp.int32)
         positions = positions.astype(jnp.int32)
         segment_ids = segment_ids.astype(jnp.int32)
-        x = self.embed_tokens(input_ids)
+        x = constrain_batch(self.embed_tokens(input_ids))
 
         graphdef, layer_state = nnx.split(self.layers)
         cache_pos = None if cache is None else cache.positions
@@ -110,7 +111,7 @@ class Mistral(nnx.Module):
             layer = nnx.merge(graphdef, state)
             layer_cache = None if kv is None else (kv[0], kv[1], cache_pos)
             x, new_kv = layer(x, positions, segment_ids, layer_cache)
-            return x, new_kv
+            return constrain_batch(x), new_kv
 
         if cfg.remat != "none":
             block = jax.checkpoint(block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
@@ -141,5 +142,5 @@ class Mistral(nnx.Module):
     ):
         """Logits [B, T, V] in float32; with a cache, also the updated cache."""
         h, new_cache = self.hidden_states(input_ids, positions, segment_ids, cache)
-        logits = self.lm_head(h).astype(jnp.float32)
+        logits = constrain_batch(self.lm_head(h).astype(jnp.float32), None, "tensor")
         return logits if cache is None else (logits, new_cache)

@@ -51,13 +51,25 @@ class PrecomputedReference:
         with np.load(path) as z:
             meta = json.loads(str(z["meta"]))
             for key in ("model_hash", f"{split}_data_hash"):
-                if meta.get(key) != expected[key]:
+                if key not in meta:
                     raise ValueError(
-                        f"{path}: {key} {meta.get(key, 'missing')[:12]} does not match this run's "
-                        f"{expected[key][:12]}; the file was made for another model or dataset"
+                        f"{path}: has no {key}: it was made for a run without this {split} split; "
+                        "rerun janus-precompute-ref with this config"
+                    )
+                if meta[key] != expected[key]:
+                    raise ValueError(
+                        f"{path}: {key} {meta[key][:12]} does not match this run's {expected[key][:12]}; "
+                        "the file was made for another model or dataset (rerun janus-precompute-ref)"
                     )
             self.chosen = np.asarray(z[f"{split}_chosen"])
             self.rejected = np.asarray(z[f"{split}_rejected"])
+        n = len(pipeline.chosen)
+        if len(self.chosen) != n or len(self.rejected) != n:
+            raise ValueError(
+                f"{path}: {split} holds {len(self.chosen)} chosen / {len(self.rejected)} rejected reference "
+                f"log-probs but the {split} data has {n} pairs"
+            )
+        check_finite(self.chosen, self.rejected, pipeline, f"{path} ({split})")
         self.pipeline = pipeline
         self.steps_per_epoch = pipeline.steps_per_epoch
         self.total_steps = pipeline.total_steps
@@ -72,8 +84,25 @@ class PrecomputedReference:
         return b
 
 
+def check_finite(chosen: np.ndarray, rejected: np.ndarray, pipeline, where: str) -> None:
+    """Refuse reference log-probs with missing (NaN) or infinite entries, naming the data rows and their count."""
+    bad = np.flatnonzero(~(np.isfinite(chosen) & np.isfinite(rejected)))
+    if len(bad):
+        rows = pipeline.chosen.rows[bad].tolist()
+        shown = ", ".join(map(str, rows[:20])) + (", ..." if len(rows) > 20 else "")
+        raise ValueError(
+            f"{where}: {len(bad)} of {len(chosen)} pairs have no finite reference log-prob (data rows {shown}); "
+            "rerun janus-precompute-ref"
+        )
+
+
 def compute_logps(graphdef, params, pipeline, mesh) -> tuple[np.ndarray, np.ndarray]:
-    """One pass over a pair pipeline: summed response log-probs of chosen and rejected, by pair id."""
+    """One pass over a pair pipeline: summed response log-probs of chosen and rejected, by pair id.
+
+    Every host gathers the whole global batch (log-probs, pair ids, weights), so each ends up with
+    every pair's values, whichever host's shard of the data the pair came from.
+    """
+    from janus_jax.hf_io import _host_copy
     from janus_jax.train.tasks import pair_logps
     from janus_jax.train.trainer import _global_batch
 
@@ -86,15 +115,11 @@ def compute_logps(graphdef, params, pipeline, mesh) -> tuple[np.ndarray, np.ndar
         return c, r
 
     for step in range(pipeline.epoch_steps[0]):
-        local = pipeline.batch(step)
-        from janus_jax.hf_io import _host_copy
-
-        c, r = (_host_copy(x) for x in logps(params, _global_batch(local, mesh)))
-        keep = local["pair_weights"] > 0
-        ids = local["pair_ids"][keep]
-        # Each host sees its own rows; with several hosts the global arrays are gathered first.
-        rows = np.arange(len(local["pair_ids"])) + jax.process_index() * len(local["pair_ids"])
-        chosen[ids], rejected[ids] = np.asarray(c)[rows][keep], np.asarray(r)[rows][keep]
+        batch = _global_batch(pipeline.batch(step), mesh)
+        c, r = logps(params, batch)
+        c, r, ids, weights = (_host_copy(x) for x in (c, r, batch["pair_ids"], batch["pair_weights"]))
+        keep = weights > 0
+        chosen[ids[keep]], rejected[ids[keep]] = c[keep], r[keep]
     return chosen, rejected
 
 
@@ -116,12 +141,14 @@ def precompute(cfg, out: Path | None = None) -> Path:
             continue
         arrays[f"{split}_chosen"], arrays[f"{split}_rejected"] = compute_logps(graphdef, params, pipeline, mesh)
         meta[f"{split}_data_hash"] = data_hash(pipeline)
-        missing = int(np.isnan(arrays[f"{split}_chosen"]).sum())
-        if missing:
-            raise RuntimeError(f"{missing} {split} pairs got no reference log-prob")
+        check_finite(arrays[f"{split}_chosen"], arrays[f"{split}_rejected"], pipeline, f"precompute ({split})")
     path = Path(out) if out else default_path(cfg.data.source)
     if jax.process_index() == 0:
-        np.savez(path, meta=json.dumps(meta), **arrays)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")  # renamed when complete: a kill leaves no torn file
+        with partial.open("wb") as f:  # a file object: np.savez would append ".npz" to other names
+            np.savez(f, meta=json.dumps(meta), **arrays)
+        partial.replace(path)
         log.info("wrote reference log-probs of %s to %s", {k: len(v) for k, v in arrays.items()}, path)
     return path
 

@@ -15,7 +15,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from janus_jax.sharding import BATCH_AXES
+from janus_jax.sharding import BATCH_AXES, activation_sharding
 from janus_jax.train.tasks import LossOutput
 
 TrainState = dict[str, Any]  # {"params": nnx.State, "opt_state": optax state, "step": int32 scalar}
@@ -71,6 +71,10 @@ def make_train_step(
     """Returns step(state, batch, ref_params) -> (state, metrics)."""
 
     def step(state: TrainState, batch: dict[str, jax.Array], ref_params=None):
+        with activation_sharding(mesh):
+            return _step(state, batch, ref_params)
+
+    def _step(state: TrainState, batch: dict[str, jax.Array], ref_params=None):
         ref_model = None
         if ref_params is not None:
             ref_model = nnx.merge(ref_graphdef, jax.lax.stop_gradient(ref_params))
@@ -91,13 +95,16 @@ def make_train_step(
     return step
 
 
-def make_eval_step(graphdef: nnx.GraphDef, objective: Callable, ref_graphdef: nnx.GraphDef | None = None) -> Callable:
+def make_eval_step(
+    graphdef: nnx.GraphDef, objective: Callable, mesh: Mesh | None = None, ref_graphdef: nnx.GraphDef | None = None
+) -> Callable:
     """Returns eval(params, batch, ref_params) -> (loss_sum, weight, metric_sums) for exact averaging."""
 
     def evaluate(params, batch, ref_params=None):
-        ref_model = None if ref_params is None else nnx.merge(ref_graphdef, ref_params)
-        out = objective(nnx.merge(graphdef, params), batch, ref_model)
-        return out.loss_sum, out.weight, out.metric_sums
+        with activation_sharding(mesh):
+            ref_model = None if ref_params is None else nnx.merge(ref_graphdef, ref_params)
+            out = objective(nnx.merge(graphdef, params), batch, ref_model)
+            return out.loss_sum, out.weight, out.metric_sums
 
     return evaluate
 

@@ -38,16 +38,31 @@ def _both_sides(batch: dict[str, jax.Array], key: str) -> jax.Array:
     return jnp.concatenate([batch[f"chosen_{key}"], batch[f"rejected_{key}"]], axis=0)
 
 
-def pair_logps(model, batch: dict[str, jax.Array], weights_key: str = "loss_weights"):
-    """One forward over [chosen; rejected]: summed log-probs and token counts, each [2, B]."""
+def pair_logps(model, batch: dict[str, jax.Array]):
+    """One forward over [chosen; rejected]: summed response log-probs and token counts, each [2, B]."""
     logits = model(_both_sides(batch, "input_ids"), _both_sides(batch, "positions"), _both_sides(batch, "segment_ids"))
-    if weights_key == "segment_ids":
-        weights = (_both_sides(batch, "segment_ids") > 0).astype(jnp.float32)
-    else:
-        weights = _both_sides(batch, weights_key).astype(jnp.float32)
+    weights = _both_sides(batch, "loss_weights").astype(jnp.float32)
     summed, counts = objectives.sequence_logps(logits, _both_sides(batch, "targets"), weights)
     b = batch["chosen_input_ids"].shape[0]
     return summed.reshape(2, b), counts.reshape(2, b)
+
+
+def _pair_response_and_full_logps(model, batch: dict[str, jax.Array]):
+    """One forward, two sums: over response tokens and over all real tokens (prompt + response), each [2, B].
+
+    ORPO needs both; gathering the per-token log-probs once avoids a second forward pass.
+    """
+    logits = model(_both_sides(batch, "input_ids"), _both_sides(batch, "positions"), _both_sides(batch, "segment_ids"))
+    real = _both_sides(batch, "segment_ids") > 0
+    response = _both_sides(batch, "loss_weights") > 0
+    per_token = objectives.token_logps(logits, jnp.where(real, _both_sides(batch, "targets"), 0))
+    b = batch["chosen_input_ids"].shape[0]
+
+    def masked(mask):
+        summed = jnp.sum(jnp.where(mask, per_token, 0.0), axis=-1)
+        return summed.reshape(2, b), jnp.sum(mask, axis=-1, dtype=jnp.int32).reshape(2, b)
+
+    return masked(response), masked(real)
 
 
 def _weighted_pair_metrics(w, chosen_rewards, rejected_rewards, chosen_logps, rejected_logps) -> dict:
@@ -91,13 +106,9 @@ def orpo_loss(model, batch, ref_model=None, *, cfg: ConfigDict) -> LossOutput:
     so that accumulation stays exact; TRL averages it over all tokens of the batch instead.
     """
     del ref_model
-    (sc, sr), (nc, nr) = pair_logps(model, batch)
+    ((sc, sr), (nc, nr)), ((full_c, _), (full_n, _)) = _pair_response_and_full_logps(model, batch)
     mc, mr = objectives.mean_logps(sc, nc), objectives.mean_logps(sr, nr)
-    if cfg.nll_on_prompt:
-        (full_c, _), (full_n, _) = pair_logps(model, batch, weights_key="segment_ids")
-        nll = -objectives.mean_logps(full_c, full_n)
-    else:
-        nll = -mc
+    nll = -objectives.mean_logps(full_c, full_n) if cfg.nll_on_prompt else -mc
     losses, _ = objectives.orpo_loss(mc, mr, nll, lam=cfg.lam)
     w = batch["pair_weights"].astype(jnp.float32)
     loss_sum = jnp.sum(w * losses)

@@ -173,7 +173,7 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
         out_shardings=(state_sh, None),
         donate_argnums=(0,),
     )
-    eval_fn = jax.jit(make_eval_step(graphdef, objective, ref_graphdef))
+    eval_fn = jax.jit(make_eval_step(graphdef, objective, mesh, ref_graphdef))
     writer = MetricsWriter(workdir, enabled=is_main)
     seq_len = int(cfg.data.seq_len)
     flops_per_token = train_flops_per_token(mcfg, seq_len)

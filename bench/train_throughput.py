@@ -1,0 +1,331 @@
+"""Train-step throughput: janus-jax's jitted step vs `transformers` + PyTorch, and vs a matmul ceiling.
+
+Everything is measured in the same run, interleaved round by round so that load from other
+processes hits every side alike; each figure is the median over rounds after a warm-up (compile).
+
+- `janus_tokens_per_s`: the trainer's own step (make_train_step, SFT objective, AdamW, clipping).
+- `matmul_ceiling_flops`: a large square `jnp.dot` in the run's dtype: the practical peak here.
+- `mfu_vs_ceiling`: model FLOPs (6·N per token plus attention, janus_jax.train.metrics) / ceiling.
+- `torch_tokens_per_s`: HF MistralForCausalLM (eager PyTorch, SDPA attention) + torch AdamW on the
+  identical model shape, batch and tokens.
+- `dpo_*_vs_sft`: a DPO step over the same tokens (B/2 pairs of two rows), frozen reference model
+  (policy + reference forward) and precomputed reference log-probs (policy only), per SFT step.
+
+    .venv/bin/python bench/train_throughput.py                      # CPU, ~34M params, seq 512
+    .venv/bin/python bench/train_throughput.py --model-size=1b --seq-len=4096 --dtype=bfloat16 --skip-torch  # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from ml_collections import ConfigDict
+
+from configs import dpo as dpo_configs
+from configs import sft as sft_configs
+from janus_jax.model import MistralConfig
+from janus_jax.model.attention import resolve_impl
+from janus_jax.plan import batch_shapes, build_train_step
+from janus_jax.sharding import make_mesh
+from janus_jax.train.metrics import peak_flops_per_device, train_flops_per_token
+from janus_jax.train.reference import frozen_copy
+from janus_jax.train.trainer import build_module, model_config
+
+# Mistral-shaped models. `cpu`: the decode benchmark's shape, 34M parameters, of which 24.6M sit in
+# the (untied) 32000-token embedding and LM head, as in Mistral-7B. `1b`: TinyLlama-1.1B's shape
+# with Mistral's vocabulary, for one GPU.
+MODEL_SIZES = {
+    "cpu": dict(
+        vocab_size=32000,
+        hidden_size=384,
+        intermediate_size=1024,
+        num_hidden_layers=6,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        head_dim=64,
+    ),
+    "1b": dict(
+        vocab_size=32000,
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        head_dim=64,
+    ),
+}
+
+
+def run_config(objective: str, args: argparse.Namespace, reference: str = "model") -> ConfigDict:
+    """A janus-train config for the benchmark model (random init, no data files needed)."""
+    cfg = dpo_configs.get_config("tiny") if objective == "dpo" else sft_configs.get_config("tiny")
+    rows = args.batch_size // 2 if objective == "dpo" else args.batch_size
+    with cfg.unlocked():
+        cfg.model.init_from = ""
+        cfg.model.update(MODEL_SIZES[args.model_size])
+        cfg.model.max_position_embeddings = max(args.seq_len, 2048)
+        cfg.model.dtype = args.dtype
+        cfg.model.remat = args.remat
+        cfg.model.attention_impl = args.attention_impl
+        cfg.data.seq_len = args.seq_len
+        cfg.train.global_batch_size = rows
+        cfg.train.grad_accum_steps = 1
+        if objective == "dpo":
+            cfg.dpo.reference = reference
+            cfg.dpo.reference_dtype = args.dtype
+    return cfg
+
+
+def synthetic_batch(cfg: ConfigDict, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """One global batch with every key the data pipeline produces: one document per row, the loss
+    on the second half (the response), full-length rows."""
+    rng = np.random.default_rng(seed)
+    seq = int(cfg.data.seq_len)
+    out: dict[str, np.ndarray] = {}
+    for key, (shape, dtype) in batch_shapes(cfg).items():
+        name = key.removeprefix("chosen_").removeprefix("rejected_")
+        if name in ("input_ids", "targets"):
+            value = rng.integers(3, vocab, size=shape)
+        elif name == "loss_weights":
+            value = np.broadcast_to(np.arange(seq) >= seq // 2, shape)
+        elif name == "positions":
+            value = np.broadcast_to(np.arange(seq), shape)
+        elif name in ("segment_ids", "pair_weights"):
+            value = np.ones(shape)
+        elif name in ("lengths",):
+            value = np.full(shape, seq)
+        elif name == "prompt_lengths":
+            value = np.full(shape, seq // 2)
+        elif name == "pair_ids":
+            value = np.arange(shape[0])
+        elif name in ("ref_chosen_logps", "ref_rejected_logps"):
+            value = rng.normal(-seq * 5.0, 10.0, size=shape)
+        else:
+            raise KeyError(f"benchmark does not know how to fill batch key {key!r}")
+        out[key] = np.asarray(value, dtype=np.dtype(dtype))
+    return out
+
+
+class JanusStep:
+    """The trainer's jitted step on real arrays; each call runs one optimizer step to completion."""
+
+    def __init__(self, cfg: ConfigDict, mesh):
+        self.mcfg = model_config(cfg)
+        built = build_train_step(cfg, mesh)
+        init = jax.jit(
+            lambda: nnx.state(build_module(cfg, self.mcfg, nnx.Rngs(0)), nnx.Param),
+            out_shardings=built.state_shardings["params"],
+        )
+        params = init()
+        self.ref = None
+        if built.ref_shapes is not None:
+            self.ref = frozen_copy(params, cfg.dpo.reference_dtype)
+        opt_state = jax.jit(built.tx.init, out_shardings=built.state_shardings["opt_state"])(params)
+        step = jax.device_put(jnp.zeros((), jnp.int32), built.state_shardings["step"])
+        self.state = {"params": params, "opt_state": opt_state, "step": step}
+        batch = synthetic_batch(cfg, self.mcfg.vocab_size)
+        self.batch = {k: jax.device_put(v, built.batch_shardings[k]) for k, v in batch.items()}
+        self.fn = built.fn
+        self.num_params = built.num_params
+        self.tokens = int(cfg.train.global_batch_size) * int(cfg.data.seq_len) * (2 if cfg.objective == "dpo" else 1)
+
+    def __call__(self) -> None:
+        self.state, metrics = self.fn(self.state, self.batch, self.ref)
+        jax.block_until_ready((self.state, metrics))
+
+
+class TorchStep:
+    """HF MistralForCausalLM + torch AdamW + grad clipping on the same shape and tokens."""
+
+    def __init__(self, mcfg: MistralConfig, batch: dict[str, np.ndarray]):
+        import torch
+        from transformers import MistralConfig as HFMistralConfig
+        from transformers import MistralForCausalLM
+
+        torch.manual_seed(0)
+        hf_config = HFMistralConfig(**mcfg.to_hf_dict(), attn_implementation="sdpa")
+        self.torch = torch
+        self.model = MistralForCausalLM(hf_config).train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-5, weight_decay=0.0)
+        self.input_ids = torch.from_numpy(batch["input_ids"].astype(np.int64))
+        self.targets = torch.from_numpy(batch["targets"].astype(np.int64))
+        self.weights = torch.from_numpy(batch["loss_weights"].copy())
+        self.vocab = mcfg.vocab_size
+
+    def __call__(self) -> None:
+        torch = self.torch
+        logits = self.model(input_ids=self.input_ids).logits.float()
+        nll = torch.nn.functional.cross_entropy(logits.view(-1, self.vocab), self.targets.view(-1), reduction="none")
+        loss = (nll * self.weights.view(-1)).sum() / self.weights.sum()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+
+
+def matmul_ceiling(n: int, dtype: str, repeats: int) -> tuple[Callable[[], None], float]:
+    """`repeats` back-to-back square n×n matmuls in `dtype` (so that dispatch does not count) and
+    their FLOPs (2n³ each)."""
+    key_a, key_b = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(key_a, (n, n), jnp.dtype(dtype))
+    b = jax.random.normal(key_b, (n, n), jnp.dtype(dtype))
+    dot = jax.jit(jnp.dot)
+
+    def run() -> None:
+        jax.block_until_ready([dot(a, b) for _ in range(repeats)])
+
+    return run, 2.0 * n**3 * repeats
+
+
+def time_rounds(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, `rounds` times, after one warm-up call each. The functions
+    run interleaved round by round, so that load from other processes hits them alike."""
+    for fn in fns.values():
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def median_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median over rounds of a ratio of times measured in the same round (robust to load drift)."""
+    return statistics.median(n / d for n, d in zip(numerator, denominator))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="cpu")
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=None, help="rows per step (default 8; 4 for 1b)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="activations/matmuls")
+    parser.add_argument("--remat", default="none", choices=["none", "minimal", "save_qkv", "full"])
+    parser.add_argument("--attention-impl", default="auto", choices=["auto", "xla", "cudnn"])
+    parser.add_argument(
+        "--matmul-size", type=int, default=None, help="ceiling matmul side (default 2048 CPU, 8192 GPU)"
+    )
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--skip-torch", action="store_true", help="no PyTorch comparison")
+    parser.add_argument("--skip-dpo", action="store_true", help="no DPO step timings")
+    args = parser.parse_args(argv)
+    gpu = jax.default_backend() == "gpu"
+    if args.model_size == "1b" and not gpu:
+        parser.exit(
+            2,
+            f"--model-size=1b is the single-GPU benchmark, but JAX sees no GPU here (backend "
+            f"{jax.default_backend()!r}, devices {[d.device_kind for d in jax.devices()]}). Install jax[cuda12] "
+            "on a GPU machine, or run the CPU benchmark without --model-size.\n",
+        )
+    if gpu and not args.skip_torch:
+        parser.exit(2, "the PyTorch comparison is the CPU benchmark's; on a GPU pass --skip-torch\n")
+    if args.attention_impl == "cudnn" and not gpu:
+        parser.exit(2, "--attention-impl=cudnn needs a GPU; on this machine use auto or xla\n")
+    args.batch_size = args.batch_size or (4 if args.model_size == "1b" else 8)
+    args.matmul_size = args.matmul_size or (8192 if gpu else 2048)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    mesh = make_mesh((1, 1, 1), jax.devices()[:1])  # one device: the benchmark measures a single chip
+    gpu = jax.default_backend() == "gpu"
+    ceiling, ceiling_flops = matmul_ceiling(args.matmul_size, args.dtype, repeats=20 if gpu else 2)
+    samples: dict[str, list[float]] = {}
+    names = ["sft"] + ([] if args.skip_dpo else ["dpo_model", "dpo_precomputed"])
+    configs = {"sft": run_config("sft", args)}
+    if not args.skip_dpo:
+        configs.update(
+            dpo_model=run_config("dpo", args, "model"), dpo_precomputed=run_config("dpo", args, "precomputed")
+        )
+    first = JanusStep(configs["sft"], mesh)
+    mcfg, num_params, tokens = first.mcfg, first.num_params, first.tokens
+    host_batch = {k: np.asarray(v) for k, v in first.batch.items()}
+    if gpu:
+        # One step at a time, each freed before the next is built: a 1B model's state and activations
+        # fill most of a GPU's memory, and a GPU's speed does not drift with other processes' load.
+        for name in names:
+            step = first if name == "sft" else JanusStep(configs[name], mesh)
+            samples.update({f"{name}/{k}": v for k, v in time_rounds({"c": ceiling, "s": step}, args.rounds).items()})
+            del step
+            first = None
+        samples = {
+            "ceiling": [t for k, v in samples.items() if k.endswith("/c") for t in v],
+            **{k.removesuffix("/s"): v for k, v in samples.items() if k.endswith("/s")},
+        }
+    else:
+        fns: dict[str, Callable[[], None]] = {"ceiling": ceiling, "sft": first}
+        fns.update({name: JanusStep(configs[name], mesh) for name in names[1:]})
+        if not args.skip_torch:
+            fns["torch"] = TorchStep(mcfg, host_batch)
+        samples = time_rounds(fns, args.rounds)
+    torch_threads = None
+    if not args.skip_torch:
+        import torch
+
+        torch_threads = torch.get_num_threads()
+    times = {name: statistics.median(v) for name, v in samples.items()}
+
+    flops_per_token = train_flops_per_token(mcfg, args.seq_len)
+    ceiling = ceiling_flops / times["ceiling"]
+    janus_tps = tokens / times["sft"]
+    result = {
+        "model_size": args.model_size,
+        "model_params": num_params,
+        "seq_len": args.seq_len,
+        "batch_size": args.batch_size,
+        "tokens_per_step": tokens,
+        "dtype": args.dtype,
+        "remat": args.remat,
+        "attention_impl": resolve_impl(mcfg.attention_impl),
+        "train_flops_per_token": flops_per_token,
+        "janus_step_s": times["sft"],
+        "janus_tokens_per_s": janus_tps,
+        "matmul_ceiling_size": args.matmul_size,
+        "matmul_ceiling_flops": ceiling,
+        "mfu_vs_ceiling": janus_tps * flops_per_token / ceiling,
+    }
+    peak = peak_flops_per_device()
+    if peak:
+        result.update(device_peak_flops=peak, mfu_vs_peak=janus_tps * flops_per_token / peak)
+    if not args.skip_dpo:
+        result.update(
+            dpo_model_step_s=times["dpo_model"],
+            dpo_precomputed_step_s=times["dpo_precomputed"],
+            dpo_model_vs_sft=median_ratio(samples["dpo_model"], samples["sft"]),
+            dpo_precomputed_vs_sft=median_ratio(samples["dpo_precomputed"], samples["sft"]),
+        )
+    if not args.skip_torch:
+        torch_tps = tokens / times["torch"]
+        result.update(
+            torch_step_s=times["torch"],
+            torch_tokens_per_s=torch_tps,
+            torch_mfu_vs_ceiling=torch_tps * flops_per_token / ceiling,
+            janus_vs_torch=median_ratio(samples["torch"], samples["sft"]),
+            torch_attention="sdpa",
+            torch_threads=torch_threads,
+        )
+    result.update(
+        rounds=args.rounds,
+        jax_backend=jax.default_backend(),
+        device=jax.devices()[0].device_kind,
+        cpu=platform.processor() or platform.machine(),
+    )
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
