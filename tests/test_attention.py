@@ -50,7 +50,8 @@ def _numpy_attention(q, k, v, segments, positions, window):
 def test_xla_path_matches_numpy(window):
     (q, k, v), segments, positions = _packed_inputs()
     mask = attn.attention_mask(positions, positions, segments, segments, window)
-    ours = np.asarray(attn.xla_attention(q, k, v, mask))
+    with jax.default_matmul_precision("highest"):  # GPUs default to TF32/bf16 matmuls
+        ours = np.asarray(attn.xla_attention(q, k, v, mask))
     want = _numpy_attention(q, k, v, np.asarray(segments), np.asarray(positions), window)
     real = np.asarray(segments) != 0
     np.testing.assert_allclose(ours[real], want[real], atol=1e-5)
