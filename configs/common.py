@@ -54,7 +54,7 @@ def base_config(objective: str) -> ml_collections.ConfigDict:
 def paper_7b(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """What every 7B Janus run shares: Mistral-7B-v0.2 in bf16 compute, fsdp over all devices."""
     c.model.preset = "mistral_7b_v0_2"
-    c.model.init_from = "mistralai/Mistral-7B-v0.2"
+    c.model.init_from = "mistral-community/Mistral-7B-v0.2"  # the base model Janus starts from
     c.model.dtype = "bfloat16"
     c.model.remat = "full"
     c.optimizer.warmup_steps = 10

@@ -10,6 +10,20 @@ from janus_jax.model.config import MistralConfig
 from janus_jax.model.mistral import Mistral
 
 
+def score_head(cfg: MistralConfig, rngs: nnx.Rngs) -> nnx.Linear:
+    """The scalar head: hidden state of the last real token -> reward (float32)."""
+    with nnx.use_eager_sharding(False):
+        return nnx.Linear(
+            cfg.hidden_size,
+            1,
+            use_bias=False,
+            dtype=jnp.float32,
+            param_dtype=jnp.dtype(cfg.param_dtype),
+            kernel_init=nnx.with_partitioning(nnx.initializers.normal(1.0 / (cfg.hidden_size + 1)), ("embed", None)),
+            rngs=rngs,
+        )
+
+
 class RewardModel(nnx.Module):
     """`rm(input_ids, positions, segment_ids, lengths)` -> one float32 reward per row.
 
@@ -19,18 +33,7 @@ class RewardModel(nnx.Module):
 
     def __init__(self, cfg: MistralConfig, *, rngs: nnx.Rngs):
         self.model = Mistral(cfg, rngs=rngs)
-        with nnx.use_eager_sharding(False):
-            self.score = nnx.Linear(
-                cfg.hidden_size,
-                1,
-                use_bias=False,
-                dtype=jnp.float32,
-                param_dtype=jnp.dtype(cfg.param_dtype),
-                kernel_init=nnx.with_partitioning(
-                    nnx.initializers.normal(1.0 / (cfg.hidden_size + 1)), ("embed", None)
-                ),
-                rngs=rngs,
-            )
+        self.score = score_head(cfg, rngs)
 
     def __call__(
         self,

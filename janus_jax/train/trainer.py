@@ -17,7 +17,7 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from janus_jax.model import Mistral, MistralConfig
-from janus_jax.model.reward import RewardModel
+from janus_jax.model.reward import RewardModel, score_head
 from janus_jax.sharding import batch_sharding, initialize_distributed, make_mesh, state_shardings
 from janus_jax.train import data_setup, reference, tasks
 from janus_jax.train.checkpoint import Checkpointer, abstract_with_shardings
@@ -60,8 +60,11 @@ def _initial_params(cfg: ConfigDict, mcfg: MistralConfig, shardings, mesh):
     backbone = _pretrained_params(source, mcfg, mesh)
     if cfg.objective != "rm":
         return backbone
-    fresh = jax.jit(init, out_shardings=shardings)()
-    return nnx.State({"model": backbone, "score": fresh["score"]})
+    score_sh = shardings["score"]
+    score = jax.jit(lambda: nnx.state(score_head(mcfg, nnx.Rngs(cfg.train.seed)), nnx.Param), out_shardings=score_sh)()
+    flat = [(("model", *path), v) for path, v in nnx.to_flat_state(backbone)]
+    flat += [(("score", *path), v) for path, v in nnx.to_flat_state(score)]
+    return nnx.from_flat_state(flat)
 
 
 def _pretrained_params(source: str, mcfg: MistralConfig, mesh):
@@ -69,13 +72,34 @@ def _pretrained_params(source: str, mcfg: MistralConfig, mesh):
     if (path / "config.json").exists() or not path.exists():
         from janus_jax.hf_io import from_pretrained
 
-        overrides = {k: getattr(mcfg, k) for k in ("dtype", "scan_layers", "remat", "attention_impl")}
-        model = from_pretrained(path, dtype=mcfg.param_dtype, mesh=mesh, **overrides)
+        # The run's preset decides the sliding window: some public Mistral-7B-v0.2 configs carry a
+        # wrong `sliding_window`; the execution fields are the run's own.
+        keys = ("dtype", "scan_layers", "remat", "attention_impl", "sliding_window")
+        model = from_pretrained(path, dtype=mcfg.param_dtype, mesh=mesh, **{k: getattr(mcfg, k) for k in keys})
     else:
         from janus_jax.train.checkpoint import load_model
 
         model = load_model(path, mesh=mesh)
+    _check_architecture(model.config, mcfg, source)
     return nnx.state(model, nnx.Param)
+
+
+def _check_architecture(loaded: MistralConfig, wanted: MistralConfig, source: str) -> None:
+    """`model.init_from` must hold the architecture of the run's `model.preset`."""
+    fields = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "rope_theta",
+    )
+    diff = {f: (getattr(loaded, f), getattr(wanted, f)) for f in fields if getattr(loaded, f) != getattr(wanted, f)}
+    if diff:
+        shown = ", ".join(f"{f}: {a} (init_from) vs {b} (preset)" for f, (a, b) in diff.items())
+        raise ValueError(f"model.init_from={source} does not match model.preset: {shown}")
 
 
 def _global_batch(local: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
