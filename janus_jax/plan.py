@@ -127,34 +127,24 @@ class TrainStep:
 
 def build_train_step(cfg: ConfigDict, mesh, total_steps: int = 1000) -> TrainStep:
     """The trainer's own construction (janus_jax.train.trainer.train), on abstract values only."""
-    from flax import nnx
-
-    from janus_jax.sharding import batch_sharding, state_shardings
+    from janus_jax.sharding import batch_sharding
     from janus_jax.train import tasks
-    from janus_jax.train.optimizer import make_optimizer
-    from janus_jax.train.step import make_train_step, train_state_shardings
-    from janus_jax.train.trainer import build_module, model_config
+    from janus_jax.train.trainer import jit_train_step, model_config, state_spec
 
     mcfg = model_config(cfg)
     objective = tasks.get_objective(cfg)
-    abstract_model = nnx.eval_shape(lambda: build_module(cfg, mcfg, nnx.Rngs(0)))
-    graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
-    param_sh = state_shardings(abstract_params, mesh)
-    tx, schedule = make_optimizer(cfg.optimizer, total_steps)
-    state_shapes = jax.eval_shape(
-        lambda p: {"params": p, "opt_state": tx.init(p), "step": jnp.zeros((), jnp.int32)}, abstract_params
-    )
-    state_sh = train_state_shardings(state_shapes, param_sh, tx, mesh)
+    spec = state_spec(cfg, mcfg, mesh, total_steps)
+    abstract_params = spec.shapes["params"]
     batch_sh = {k: batch_sharding(mesh, len(shape)) for k, (shape, _) in batch_shapes(cfg).items()}
     ref_graphdef = ref_shapes = ref_sh = None
     if cfg.objective == "dpo" and cfg.dpo.reference == "model":
-        ref_graphdef = graphdef
+        ref_graphdef = spec.graphdef
         ref_dtype = jnp.dtype(cfg.dpo.reference_dtype)
         ref_shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, ref_dtype), abstract_params)
-        ref_sh = param_sh
-    step = make_train_step(graphdef, objective, tx, schedule, int(cfg.train.grad_accum_steps), mesh, ref_graphdef)
-    fn = jax.jit(step, in_shardings=(state_sh, batch_sh, ref_sh), out_shardings=(state_sh, None), donate_argnums=(0,))
+        ref_sh = spec.param_shardings
+    fn = jit_train_step(spec, cfg, objective, mesh, batch_sh, ref_graphdef, ref_sh)
     n = sum(math.prod(p.shape) for p in jax.tree.leaves(abstract_params))
+    graphdef, tx, state_shapes, state_sh = spec.graphdef, spec.tx, spec.shapes, spec.shardings
     return TrainStep(fn, graphdef, tx, state_shapes, state_sh, batch_sh, ref_shapes, ref_sh, n)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 from ml_collections import ConfigDict
 
@@ -129,6 +130,40 @@ def _truncate_metrics(workdir: Path, step: int) -> None:
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+@dataclasses.dataclass
+class StateSpec:
+    """What the train state looks like and where it lives, from abstract shapes only (no weights)."""
+
+    graphdef: nnx.GraphDef
+    param_shardings: Any
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    shapes: Any  # {"params", "opt_state", "step"} as ShapeDtypeStructs
+    shardings: Any
+
+
+def state_spec(cfg: ConfigDict, mcfg: MistralConfig, mesh, total_steps: int) -> StateSpec:
+    """The one construction of the train state's layout, shared by the trainer and janus-plan."""
+    abstract_model = nnx.eval_shape(lambda: build_module(cfg, mcfg, nnx.Rngs(0)))
+    graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
+    param_sh = state_shardings(abstract_params, mesh)
+    tx, schedule = make_optimizer(cfg.optimizer, total_steps)
+    shapes = jax.eval_shape(
+        lambda p: {"params": p, "opt_state": tx.init(p), "step": jnp.zeros((), jnp.int32)}, abstract_params
+    )
+    return StateSpec(graphdef, param_sh, tx, schedule, shapes, train_state_shardings(shapes, param_sh, tx, mesh))
+
+
+def jit_train_step(spec: StateSpec, cfg: ConfigDict, objective, mesh, batch_sh, ref_graphdef=None, ref_sh=None):
+    """The jitted step with explicit in/out shardings and the state donated."""
+    step = make_train_step(
+        spec.graphdef, objective, spec.tx, spec.schedule, int(cfg.train.grad_accum_steps), mesh, ref_graphdef
+    )
+    return jax.jit(
+        step, in_shardings=(spec.shardings, batch_sh, ref_sh), out_shardings=(spec.shardings, None), donate_argnums=(0,)
+    )
+
+
 def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Run (or resume) the job described by `cfg` in `workdir`; returns the last logged metrics."""
     from janus_jax import manifest
@@ -163,14 +198,9 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
             extra={"total_steps": total_steps, "data_report": data.report},
         )
 
-    abstract_model = nnx.eval_shape(lambda: build_module(cfg, mcfg, nnx.Rngs(0)))
-    graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
-    param_sh = state_shardings(abstract_params, mesh)
-    tx, schedule = make_optimizer(cfg.optimizer, total_steps)
-    state_shapes = jax.eval_shape(
-        lambda p: {"params": p, "opt_state": tx.init(p), "step": jnp.zeros((), jnp.int32)}, abstract_params
-    )
-    state_sh = train_state_shardings(state_shapes, param_sh, tx, mesh)
+    spec = state_spec(cfg, mcfg, mesh, total_steps)
+    graphdef, param_sh, tx = spec.graphdef, spec.param_shardings, spec.tx
+    state_shapes, state_sh = spec.shapes, spec.shardings
 
     ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.train.keep_checkpoints, async_save=cfg.train.async_checkpoint)
     start = ckpt.latest_step()
@@ -187,16 +217,10 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
         state = {"params": params, "opt_state": init_opt(params), "step": step0}
 
     ref_graphdef, ref_params = _reference(cfg, mcfg, mesh, graphdef, param_sh, data)
-    accum = int(cfg.train.grad_accum_steps)
     example = data.train.batch(start)
     batch_sh = {k: batch_sharding(mesh, v.ndim) for k, v in example.items()}
     ref_sh = None if ref_params is None else jax.tree.map(lambda x: x.sharding, ref_params)
-    step_fn = jax.jit(
-        make_train_step(graphdef, objective, tx, schedule, accum, mesh, ref_graphdef),
-        in_shardings=(state_sh, batch_sh, ref_sh),
-        out_shardings=(state_sh, None),
-        donate_argnums=(0,),
-    )
+    step_fn = jit_train_step(spec, cfg, objective, mesh, batch_sh, ref_graphdef, ref_sh)
     eval_fn = jax.jit(make_eval_step(graphdef, objective, mesh, ref_graphdef))
     writer = MetricsWriter(workdir, enabled=is_main)
     seq_len = int(cfg.data.seq_len)
