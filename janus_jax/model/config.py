@@ -8,9 +8,8 @@ from typing import Any
 REMAT_POLICIES = ("none", "minimal", "save_qkv", "full")
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 
-# HF config.json keys read into MistralConfig. Everything else is ignored on purpose: some public
-# revisions of Mistral-7B-v0.2 carry wrong values in fields such as `attention_dropout`.
-HF_FIELDS = (
+# The fields that fix the shapes of the weights (and rope θ, which they were trained with).
+ARCHITECTURE_FIELDS = (
     "vocab_size",
     "hidden_size",
     "intermediate_size",
@@ -18,6 +17,13 @@ HF_FIELDS = (
     "num_attention_heads",
     "num_key_value_heads",
     "head_dim",
+    "rope_theta",
+)
+
+# HF config.json keys read into MistralConfig. Everything else is ignored on purpose: some public
+# revisions of Mistral-7B-v0.2 carry wrong values in fields such as `attention_dropout`.
+HF_FIELDS = (
+    *(f for f in ARCHITECTURE_FIELDS if f != "rope_theta"),  # rope θ: read from rope_parameters below
     "rms_norm_eps",
     "sliding_window",
     "max_position_embeddings",

@@ -18,6 +18,7 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from janus_jax.model import Mistral, MistralConfig
+from janus_jax.model.config import ARCHITECTURE_FIELDS
 from janus_jax.model.reward import RewardModel, score_head
 from janus_jax.sharding import batch_sharding, initialize_distributed, make_mesh, state_shardings
 from janus_jax.train import data_setup, reference, tasks
@@ -87,17 +88,11 @@ def _pretrained_params(source: str, mcfg: MistralConfig, mesh):
 
 def _check_architecture(loaded: MistralConfig, wanted: MistralConfig, source: str) -> None:
     """`model.init_from` must hold the architecture of the run's `model.preset`."""
-    fields = (
-        "vocab_size",
-        "hidden_size",
-        "intermediate_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "num_key_value_heads",
-        "head_dim",
-        "rope_theta",
-    )
-    diff = {f: (getattr(loaded, f), getattr(wanted, f)) for f in fields if getattr(loaded, f) != getattr(wanted, f)}
+    diff = {
+        f: (getattr(loaded, f), getattr(wanted, f))
+        for f in ARCHITECTURE_FIELDS
+        if getattr(loaded, f) != getattr(wanted, f)
+    }
     if diff:
         shown = ", ".join(f"{f}: {a} (init_from) vs {b} (preset)" for f, (a, b) in diff.items())
         raise ValueError(f"model.init_from={source} does not match model.preset: {shown}")
