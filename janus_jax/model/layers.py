@@ -90,13 +90,22 @@ class Attention(nnx.Module):
         else:
             cache_k, cache_v, cache_pos = cache
             live = (segment_ids != 0).astype(jnp.int32)
-            kv_k = jnp.concatenate([cache_k, k.astype(cache_k.dtype)], axis=1)
-            kv_v = jnp.concatenate([cache_v, v.astype(cache_v.dtype)], axis=1)
-            kv_pos = jnp.concatenate([cache_pos, positions], axis=1)
-            kv_seg = jnp.concatenate([(cache_pos >= 0).astype(jnp.int32), live], axis=1)
+            new_cache = (write_cache(cache_k, k, positions, live), write_cache(cache_v, v, positions, live))
+            if t == 1:
+                # One token per row (decoding): its slot held a position at least one window back, so
+                # writing first and attending over the cache alone is exact and copies nothing.
+                kv_k, kv_v = new_cache
+                kv_pos = write_positions(cache_pos, positions, live)
+                kv_seg = (kv_pos >= 0).astype(jnp.int32)
+            else:
+                # Several tokens (prefill): a ring buffer may overwrite keys that earlier tokens of this
+                # same call still need, so attend over the old cache plus the new keys.
+                kv_k = jnp.concatenate([cache_k, k.astype(cache_k.dtype)], axis=1)
+                kv_v = jnp.concatenate([cache_v, v.astype(cache_v.dtype)], axis=1)
+                kv_pos = jnp.concatenate([cache_pos, positions], axis=1)
+                kv_seg = jnp.concatenate([(cache_pos >= 0).astype(jnp.int32), live], axis=1)
             mask = attn.attention_mask(positions, kv_pos, live, kv_seg, cfg.sliding_window)
             out = attn.xla_attention(q.astype(kv_k.dtype), kv_k, kv_v, mask).astype(x.dtype)
-            new_cache = (write_cache(cache_k, k, positions, live), write_cache(cache_v, v, positions, live))
         out = out.reshape(b, t, cfg.num_attention_heads * cfg.head_dim)
         return self.o_proj(out), new_cache
 
@@ -107,6 +116,13 @@ def cache_slots(positions: jax.Array, live: jax.Array, cache_len: int) -> jax.Ar
     last = jnp.max(jnp.where(live > 0, positions, -1), axis=1, keepdims=True)
     keep = (live > 0) & (positions > last - cache_len)
     return jnp.where(keep, positions % cache_len, cache_len)
+
+
+def write_positions(cache_pos: jax.Array, positions: jax.Array, live: jax.Array) -> jax.Array:
+    """The cache's slot -> position map after writing the new tokens."""
+    slots = cache_slots(positions, live, cache_pos.shape[1])
+    rows = jnp.arange(cache_pos.shape[0])[:, None]
+    return cache_pos.at[rows, slots].set(positions, mode="drop")
 
 
 def write_cache(cache: jax.Array, new: jax.Array, positions: jax.Array, live: jax.Array) -> jax.Array:

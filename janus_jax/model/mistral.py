@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from janus_jax.model.config import MistralConfig
-from janus_jax.model.layers import DecoderLayer, RMSNorm, linear
+from janus_jax.model.layers import DecoderLayer, RMSNorm, linear, write_positions
 from janus_jax.sharding import constrain_batch
 
 _REMAT_POLICIES = {
@@ -47,14 +47,6 @@ def init_cache(cfg: MistralConfig, batch_size: int, max_length: int, dtype=jnp.f
         v=jnp.zeros(shape, dtype),
         positions=jnp.full((batch_size, max_length), -1, jnp.int32),
     )
-
-
-def _advance_positions(cache_pos: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
-    from janus_jax.model.layers import cache_slots
-
-    slots = cache_slots(positions, (segment_ids != 0).astype(jnp.int32), cache_pos.shape[1])
-    rows = jnp.arange(cache_pos.shape[0])[:, None]
-    return cache_pos.at[rows, slots].set(positions, mode="drop")
 
 
 class Mistral(nnx.Module):
@@ -129,7 +121,9 @@ class Mistral(nnx.Module):
         new_cache = None
         if cache is not None:
             new_cache = KVCache(
-                k=kv_out[0], v=kv_out[1], positions=_advance_positions(cache_pos, positions, segment_ids)
+                k=kv_out[0],
+                v=kv_out[1],
+                positions=write_positions(cache_pos, positions, (segment_ids != 0).astype(jnp.int32)),
             )
         return self.norm(x), new_cache
 
