@@ -163,6 +163,8 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Run (or resume) the job described by `cfg` in `workdir`; returns the last logged metrics."""
     from janus_jax import manifest
 
+    if "://" in str(workdir):
+        raise ValueError(f"workdir {workdir}: use a shared filesystem path (NFS, Filestore, gcsfuse), not a URL")
     initialize_distributed()
     workdir = Path(workdir).absolute()
     is_main = jax.process_index() == 0
