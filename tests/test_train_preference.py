@@ -234,10 +234,9 @@ def test_orpo_lowers_the_nll_and_the_odds_ratio_loss(tmp_path, tokenizer):
 
 
 def test_reward_model_from_the_sft_checkpoint_ranks_its_training_pairs(tmp_path, tokenizer, sft_dir):
-    """The recipe: SFT backbone plus a fresh scalar head, evaluated on its own training pairs."""
+    """The recipe's tiny twin as is (4 epochs): SFT backbone plus a fresh scalar head, evaluated on its own pairs."""
     workdir = tmp_path / "rm"
-    cfg = tiny(rm, tokenizer, **{"model.init_from": str(sft_dir), "train.max_steps": 80,
-                                 "data.eval_source": str(SAMPLES / "rm.jsonl")})
+    cfg = tiny(rm, tokenizer, **{"model.init_from": str(sft_dir), "data.eval_source": str(SAMPLES / "rm.jsonl")})
     train(cfg, workdir)
     final = [r for r in read_metrics(workdir) if "eval/rewards/accuracies" in r][-1]
     assert final["eval/rewards/accuracies"] > 0.9, final
