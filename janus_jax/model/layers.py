@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -68,7 +70,7 @@ class Attention(nnx.Module):
         x: jax.Array,
         positions: jax.Array,
         segment_ids: jax.Array,
-        cache: tuple[jax.Array, jax.Array, jax.Array] | None,
+        cache: tuple[jax.Array, jax.Array, CacheWrite] | None,
     ):
         cfg = self.cfg
         b, t, _ = x.shape
@@ -88,22 +90,22 @@ class Attention(nnx.Module):
                 mask = attn.attention_mask(positions, positions, segment_ids, segment_ids, cfg.sliding_window)
                 out = attn.xla_attention(q, k, v, mask)
         else:
-            cache_k, cache_v, cache_pos = cache
+            cache_k, cache_v, write = cache
             live = (segment_ids != 0).astype(jnp.int32)
-            new_cache = (write_cache(cache_k, k, positions, live), write_cache(cache_v, v, positions, live))
+            new_cache = (write.cache(cache_k, k), write.cache(cache_v, v))
             if t == 1:
                 # One token per row (decoding): its slot held a position at least one window back, so
                 # writing first and attending over the cache alone is exact and copies nothing.
                 kv_k, kv_v = new_cache
-                kv_pos = write_positions(cache_pos, positions, live)
+                kv_pos = write.new_positions
                 kv_seg = (kv_pos >= 0).astype(jnp.int32)
             else:
                 # Several tokens (prefill): a ring buffer may overwrite keys that earlier tokens of this
                 # same call still need, so attend over the old cache plus the new keys.
                 kv_k = jnp.concatenate([cache_k, k.astype(cache_k.dtype)], axis=1)
                 kv_v = jnp.concatenate([cache_v, v.astype(cache_v.dtype)], axis=1)
-                kv_pos = jnp.concatenate([cache_pos, positions], axis=1)
-                kv_seg = jnp.concatenate([(cache_pos >= 0).astype(jnp.int32), live], axis=1)
+                kv_pos = jnp.concatenate([write.old_positions, positions], axis=1)
+                kv_seg = jnp.concatenate([(write.old_positions >= 0).astype(jnp.int32), live], axis=1)
             mask = attn.attention_mask(positions, kv_pos, live, kv_seg, cfg.sliding_window)
             out = attn.xla_attention(q.astype(kv_k.dtype), kv_k, kv_v, mask).astype(x.dtype)
         out = out.reshape(b, t, cfg.num_attention_heads * cfg.head_dim)
@@ -118,17 +120,22 @@ def cache_slots(positions: jax.Array, live: jax.Array, cache_len: int) -> jax.Ar
     return jnp.where(keep, positions % cache_len, cache_len)
 
 
-def write_positions(cache_pos: jax.Array, positions: jax.Array, live: jax.Array) -> jax.Array:
-    """The cache's slot -> position map after writing the new tokens."""
-    slots = cache_slots(positions, live, cache_pos.shape[1])
-    rows = jnp.arange(cache_pos.shape[0])[:, None]
-    return cache_pos.at[rows, slots].set(positions, mode="drop")
+class CacheWrite(NamedTuple):
+    """Where one call's tokens go in the cache: computed once per call, shared by every layer."""
 
+    old_positions: jax.Array  # [B, S] slot -> position before the call (-1 = empty)
+    new_positions: jax.Array  # [B, S] after it
+    slots: jax.Array  # [B, T] slot of each new token (S = not written)
 
-def write_cache(cache: jax.Array, new: jax.Array, positions: jax.Array, live: jax.Array) -> jax.Array:
-    slots = cache_slots(positions, live, cache.shape[1])
-    rows = jnp.arange(cache.shape[0])[:, None]
-    return cache.at[rows, slots].set(new.astype(cache.dtype), mode="drop")
+    @classmethod
+    def plan(cls, cache_pos: jax.Array, positions: jax.Array, live: jax.Array) -> CacheWrite:
+        slots = cache_slots(positions, live, cache_pos.shape[1])
+        rows = jnp.arange(cache_pos.shape[0])[:, None]
+        return cls(cache_pos, cache_pos.at[rows, slots].set(positions, mode="drop"), slots)
+
+    def cache(self, cache: jax.Array, new: jax.Array) -> jax.Array:
+        rows = jnp.arange(cache.shape[0])[:, None]
+        return cache.at[rows, self.slots].set(new.astype(cache.dtype), mode="drop")
 
 
 class MLP(nnx.Module):

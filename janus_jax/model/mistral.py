@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from janus_jax.model.config import MistralConfig
-from janus_jax.model.layers import DecoderLayer, RMSNorm, linear, write_positions
+from janus_jax.model.layers import CacheWrite, DecoderLayer, RMSNorm, linear
 from janus_jax.sharding import constrain_batch
 
 _REMAT_POLICIES = {
@@ -96,12 +96,13 @@ class Mistral(nnx.Module):
         x = constrain_batch(self.embed_tokens(input_ids))
 
         graphdef, layer_state = nnx.split(self.layers)
-        cache_pos = None if cache is None else cache.positions
+        live = (segment_ids != 0).astype(jnp.int32)
+        write = None if cache is None else CacheWrite.plan(cache.positions, positions, live)
 
         def block(x, xs):
             state, kv = xs
             layer = nnx.merge(graphdef, state)
-            layer_cache = None if kv is None else (kv[0], kv[1], cache_pos)
+            layer_cache = None if kv is None else (kv[0], kv[1], write)
             x, new_kv = layer(x, positions, segment_ids, layer_cache)
             return constrain_batch(x), new_kv
 
@@ -120,11 +121,7 @@ class Mistral(nnx.Module):
 
         new_cache = None
         if cache is not None:
-            new_cache = KVCache(
-                k=kv_out[0],
-                v=kv_out[1],
-                positions=write_positions(cache_pos, positions, (segment_ids != 0).astype(jnp.int32)),
-            )
+            new_cache = KVCache(k=kv_out[0], v=kv_out[1], positions=write.new_positions)
         return self.norm(x), new_cache
 
     def __call__(
