@@ -201,6 +201,7 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
 
     ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.train.keep_checkpoints, async_save=cfg.train.async_checkpoint)
     start = ckpt.latest_step()
+    initial = None  # the init_from parameters, when this run starts from them (the DPO reference reuses them)
     if start is not None:
         state, meta = ckpt.restore(start, abstract_with_shardings(state_shapes, state_sh))
         log.info("resumed from step %d (data position %d)", start, meta["data_step"])
@@ -208,12 +209,13 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
             _truncate_metrics(workdir, start)
     else:
         start = 0
-        params = _initial_params(cfg, mcfg, param_sh, mesh)
+        params = initial = _initial_params(cfg, mcfg, param_sh, mesh)
         init_opt = jax.jit(tx.init, out_shardings=state_sh["opt_state"])
         step0 = jax.device_put(jnp.zeros((), jnp.int32), state_sh["step"])
         state = {"params": params, "opt_state": init_opt(params), "step": step0}
 
-    ref_graphdef, ref_params = _reference(cfg, mcfg, mesh, graphdef, param_sh, data)
+    ref_graphdef, ref_params = _reference(cfg, mcfg, mesh, graphdef, param_sh, data, initial)
+    del initial  # the state's copy is donated at the first step
     example = data.train.batch(start)
     batch_sh = {k: batch_sharding(mesh, v.ndim) for k, v in example.items()}
     ref_sh = None if ref_params is None else jax.tree.map(lambda x: x.sharding, ref_params)
@@ -275,19 +277,24 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
     return last
 
 
-def _reference(cfg, mcfg, mesh, graphdef, param_sh, data):
+def _reference(cfg, mcfg, mesh, graphdef, param_sh, data, initial=None):
     """DPO's reference: (graphdef, frozen params) in `model` mode; in `precomputed` mode the data
-    pipelines are wrapped to carry reference log-probs and (None, None) is returned."""
+    pipelines are wrapped to carry reference log-probs and (None, None) is returned.
+
+    `initial` are the init_from parameters when already loaded (a fresh run); a resumed run loads them
+    again, since its state holds trained parameters.
+    """
     if cfg.objective != "dpo":
         return None, None
     mode = cfg.dpo.reference
-    if mode == "model":
-        initial = _initial_params(cfg, mcfg, param_sh, mesh)
-        return graphdef, reference.frozen_copy(initial, cfg.dpo.reference_dtype)
-    if mode != "precomputed":
+    if mode not in ("model", "precomputed"):
         raise ValueError(f"dpo.reference={mode!r}; expected 'model' or 'precomputed'")
+    if initial is None:
+        initial = _initial_params(cfg, mcfg, param_sh, mesh)
+    if mode == "model":
+        return graphdef, reference.frozen_copy(initial, cfg.dpo.reference_dtype)
     path = Path(cfg.dpo.reference_logps) if cfg.dpo.reference_logps else reference.default_path(cfg.data.source)
-    expected = {"model_hash": reference.params_hash(_initial_params(cfg, mcfg, param_sh, mesh))}
+    expected = {"model_hash": reference.params_hash(initial)}
     for split in ("train", "eval"):
         pipeline = getattr(data, split)
         if pipeline is not None:
