@@ -2,6 +2,9 @@
 
 Everything is measured in the same run, interleaved round by round so that load from other
 processes hits every side alike; each figure is the median over rounds after a warm-up (compile).
+On CPU each contender runs in a worker process of its own and only one works at a time, so that
+PyTorch's OpenMP threads (which spin after each parallel region) and XLA's thread pool never
+compete for the same cores within a measurement.
 
 - `janus_tokens_per_s`: the trainer's own step (make_train_step, SFT objective, AdamW, clipping).
 - `matmul_ceiling_flops`: a large square `jnp.dot` in the run's dtype: the practical peak here.
@@ -21,6 +24,7 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -206,6 +210,82 @@ def median_ratio(numerator: list[float], denominator: list[float]) -> float:
     return statistics.median(n / d for n, d in zip(numerator, denominator))
 
 
+_REPLY = "@@bench "  # prefix of a worker's protocol lines (anything else on stdout is passed through)
+
+
+def build_contender(name: str, args: argparse.Namespace, mesh=None) -> Callable[[], None]:
+    """One timed function: `ceiling`, `torch`, or a janus step (`sft`, `dpo_model`, `dpo_precomputed`)."""
+    if name == "ceiling":
+        return matmul_ceiling(args.matmul_size, args.dtype, repeats=20 if jax.default_backend() == "gpu" else 2)[0]
+    sft_cfg = run_config("sft", args)
+    if name == "torch":
+        mcfg = model_config(sft_cfg)
+        return TorchStep(mcfg, synthetic_batch(sft_cfg, mcfg.vocab_size))
+    mesh = mesh or make_mesh((1, 1, 1), jax.devices()[:1])
+    if name == "sft":
+        return JanusStep(sft_cfg, mesh)
+    return JanusStep(run_config("dpo", args, name.removeprefix("dpo_")), mesh)
+
+
+def worker_main(args: argparse.Namespace) -> None:
+    """Worker process: build one contender, warm it up, then run it once per `run` line on stdin."""
+    fn = build_contender(args.worker, args)
+    fn()
+    print(_REPLY + json.dumps({"ready": args.worker}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        start = time.perf_counter()
+        fn()
+        print(_REPLY + json.dumps({"s": time.perf_counter() - start}), flush=True)
+
+
+class Worker:
+    """The parent's handle on one worker process (this script with `--worker NAME`)."""
+
+    def __init__(self, name: str, argv: list[str]):
+        self.name = name
+        command = [sys.executable, __file__, *argv, f"--worker={name}"]
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def reply(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith(_REPLY):
+                return json.loads(line[len(_REPLY) :])
+            sys.stderr.write(line)
+        raise RuntimeError(f"benchmark worker {self.name!r} exited with status {self.proc.wait()}")
+
+    def __call__(self) -> float:
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        return self.reply()["s"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+def time_workers(names: list[str], argv: list[str], rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each contender, each in its own process, interleaved round by round.
+
+    Workers start (and compile) together; timing begins once all are warm. While one runs, the
+    others wait on a pipe, so each measurement has the cores to itself.
+    """
+    workers = [Worker(name, argv) for name in names]
+    try:
+        for worker in workers:
+            worker.reply()
+        samples: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(rounds):
+            for worker in workers:
+                samples[worker.name].append(worker())
+        return samples
+    finally:
+        for worker in workers:
+            worker.close()
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="cpu")
@@ -220,6 +300,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-torch", action="store_true", help="no PyTorch comparison")
     parser.add_argument("--skip-dpo", action="store_true", help="no DPO step timings")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: run one contender
     args = parser.parse_args(argv)
     gpu = jax.default_backend() == "gpu"
     if args.model_size == "1b" and not gpu:
@@ -239,38 +320,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.worker:
+        worker_main(args)
+        return {}
     mesh = make_mesh((1, 1, 1), jax.devices()[:1])  # one device: the benchmark measures a single chip
     gpu = jax.default_backend() == "gpu"
-    ceiling, ceiling_flops = matmul_ceiling(args.matmul_size, args.dtype, repeats=20 if gpu else 2)
-    samples: dict[str, list[float]] = {}
+    _, ceiling_flops = matmul_ceiling(args.matmul_size, args.dtype, repeats=20 if gpu else 2)
     names = ["sft"] + ([] if args.skip_dpo else ["dpo_model", "dpo_precomputed"])
-    configs = {"sft": run_config("sft", args)}
-    if not args.skip_dpo:
-        configs.update(
-            dpo_model=run_config("dpo", args, "model"), dpo_precomputed=run_config("dpo", args, "precomputed")
-        )
-    first = JanusStep(configs["sft"], mesh)
-    mcfg, num_params, tokens = first.mcfg, first.num_params, first.tokens
-    host_batch = {k: np.asarray(v) for k, v in first.batch.items()}
+    sft_cfg = run_config("sft", args)
+    mcfg = model_config(sft_cfg)
+    num_params = build_train_step(sft_cfg, mesh).num_params
+    tokens = args.batch_size * args.seq_len
     if gpu:
         # One step at a time, each freed before the next is built: a 1B model's state and activations
         # fill most of a GPU's memory, and a GPU's speed does not drift with other processes' load.
+        ceiling = build_contender("ceiling", args)
+        samples: dict[str, list[float]] = {"ceiling": []}
         for name in names:
-            step = first if name == "sft" else JanusStep(configs[name], mesh)
-            samples.update({f"{name}/{k}": v for k, v in time_rounds({"c": ceiling, "s": step}, args.rounds).items()})
+            step = build_contender(name, args, mesh)
+            timed = time_rounds({"ceiling": ceiling, name: step}, args.rounds)
+            samples["ceiling"] += timed["ceiling"]
+            samples[name] = timed[name]
             del step
-            first = None
-        samples = {
-            "ceiling": [t for k, v in samples.items() if k.endswith("/c") for t in v],
-            **{k.removesuffix("/s"): v for k, v in samples.items() if k.endswith("/s")},
-        }
     else:
-        fns: dict[str, Callable[[], None]] = {"ceiling": ceiling, "sft": first}
-        fns.update({name: JanusStep(configs[name], mesh) for name in names[1:]})
-        if not args.skip_torch:
-            fns["torch"] = TorchStep(mcfg, host_batch)
-        samples = time_rounds(fns, args.rounds)
+        samples = time_workers(["ceiling", *names] + ([] if args.skip_torch else ["torch"]), argv, args.rounds)
     torch_threads = None
     if not args.skip_torch:
         import torch
@@ -328,4 +403,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -21,6 +21,7 @@ __all__ = [
     "DPO_LOSS_TYPES",
     "bradley_terry_loss",
     "dpo_loss",
+    "masked_sums",
     "mean_logps",
     "orpo_loss",
     "preference_metrics",
@@ -87,8 +88,11 @@ def sequence_logps(logits: jax.Array, targets: jax.Array, weights: jax.Array) ->
     if weights.shape != targets.shape:
         raise ValueError(f"weights shape {weights.shape} does not match targets shape {targets.shape}")
     mask = weights > 0
-    safe_targets = jnp.where(mask, targets, 0)
-    per_token = token_logps(logits, safe_targets)
+    return masked_sums(token_logps(logits, jnp.where(mask, targets, 0)), mask)
+
+
+def masked_sums(per_token: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(sum of per_token where mask [B], count of mask [B] int32)``; masked-out values may be NaN."""
     summed = jnp.sum(jnp.where(mask, per_token, 0.0), axis=-1)
     return summed, jnp.sum(mask, axis=-1, dtype=jnp.int32)
 

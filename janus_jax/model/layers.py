@@ -11,6 +11,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from janus_jax.model import attention as attn
 from janus_jax.model.config import MistralConfig
+from janus_jax.model.dense import dense_dot_general
 
 _INIT = nnx.initializers.normal(stddev=0.02)
 
@@ -23,6 +24,7 @@ def linear(cfg: MistralConfig, d_in: int, d_out: int, axes: tuple[str, str], rng
         dtype=jnp.dtype(cfg.dtype),
         param_dtype=jnp.dtype(cfg.param_dtype),
         kernel_init=nnx.with_partitioning(_INIT, axes),
+        dot_general=dense_dot_general,
         rngs=rngs,
     )
 

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from janus_jax.model import lm_head
 from janus_jax.model.config import MistralConfig
 from janus_jax.model.layers import CacheWrite, DecoderLayer, RMSNorm, linear
 from janus_jax.sharding import constrain_batch
@@ -135,3 +136,18 @@ class Mistral(nnx.Module):
         h, new_cache = self.hidden_states(input_ids, positions, segment_ids, cache)
         logits = constrain_batch(self.lm_head(h).astype(jnp.float32), None, "tensor")
         return logits if cache is None else (logits, new_cache)
+
+    def target_logps(
+        self,
+        input_ids: jax.Array,
+        targets: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+    ) -> jax.Array:
+        """Log-prob of each target token, [B, T] float32: what every training objective needs.
+
+        Same numbers as ``log_softmax(model(...))[targets]``, but the backward pass recomputes the
+        logits instead of keeping them (janus_jax.model.lm_head).
+        """
+        h, _ = self.hidden_states(input_ids, positions, segment_ids)
+        return lm_head.target_logps(h, self.lm_head.kernel[...].astype(h.dtype), targets.astype(jnp.int32))

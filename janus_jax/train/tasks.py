@@ -27,22 +27,33 @@ class LossOutput(NamedTuple):
 def sft_loss(model, batch: dict[str, jax.Array], ref_model=None) -> LossOutput:
     """Token-level NLL on response tokens (and EOS) only."""
     del ref_model
-    logits = model(batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"])
     weights = batch["loss_weights"].astype(jnp.float32)
-    summed, _ = objectives.sequence_logps(logits, batch["targets"], weights)
+    summed, _ = objectives.masked_sums(_target_logps(model, batch, weights > 0), weights > 0)
     loss_sum = -summed.sum()
     return LossOutput(loss_sum, weights.sum(), {"loss": loss_sum})
+
+
+def _target_logps(model, batch: dict[str, jax.Array], scored: jax.Array) -> jax.Array:
+    """Per-token log-probs [B, T] of the batch's targets; positions outside `scored` read token 0."""
+    targets = jnp.where(scored, batch["targets"], 0)
+    return model.target_logps(batch["input_ids"], targets, batch["positions"], batch["segment_ids"])
 
 
 def _both_sides(batch: dict[str, jax.Array], key: str) -> jax.Array:
     return jnp.concatenate([batch[f"chosen_{key}"], batch[f"rejected_{key}"]], axis=0)
 
 
+def _stacked_pairs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """[chosen; rejected] rows of every per-token key, for one forward pass over both sides."""
+    keys = ("input_ids", "targets", "positions", "segment_ids", "loss_weights")
+    return {key: _both_sides(batch, key) for key in keys}
+
+
 def pair_logps(model, batch: dict[str, jax.Array]):
     """One forward over [chosen; rejected]: summed response log-probs and token counts, each [2, B]."""
-    logits = model(_both_sides(batch, "input_ids"), _both_sides(batch, "positions"), _both_sides(batch, "segment_ids"))
-    weights = _both_sides(batch, "loss_weights").astype(jnp.float32)
-    summed, counts = objectives.sequence_logps(logits, _both_sides(batch, "targets"), weights)
+    rows = _stacked_pairs(batch)
+    response = rows["loss_weights"] > 0
+    summed, counts = objectives.masked_sums(_target_logps(model, rows, response), response)
     b = batch["chosen_input_ids"].shape[0]
     return summed.reshape(2, b), counts.reshape(2, b)
 
@@ -52,15 +63,15 @@ def _pair_response_and_full_logps(model, batch: dict[str, jax.Array]):
 
     ORPO needs both; gathering the per-token log-probs once avoids a second forward pass.
     """
-    logits = model(_both_sides(batch, "input_ids"), _both_sides(batch, "positions"), _both_sides(batch, "segment_ids"))
-    real = _both_sides(batch, "segment_ids") > 0
-    response = _both_sides(batch, "loss_weights") > 0
-    per_token = objectives.token_logps(logits, jnp.where(real, _both_sides(batch, "targets"), 0))
+    rows = _stacked_pairs(batch)
+    real = rows["segment_ids"] > 0
+    response = rows["loss_weights"] > 0
+    per_token = _target_logps(model, rows, real)
     b = batch["chosen_input_ids"].shape[0]
 
     def masked(mask):
-        summed = jnp.sum(jnp.where(mask, per_token, 0.0), axis=-1)
-        return summed.reshape(2, b), jnp.sum(mask, axis=-1, dtype=jnp.int32).reshape(2, b)
+        summed, counts = objectives.masked_sums(per_token, mask)
+        return summed.reshape(2, b), counts.reshape(2, b)
 
     return masked(response), masked(real)
 

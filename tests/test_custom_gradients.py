@@ -1,0 +1,114 @@
+"""The hand-written gradients (LM head, attention, linear layers) equal autodiff of the plain formulas."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from janus_jax import objectives
+from janus_jax.model import attention as attn
+from janus_jax.model.dense import dense_dot_general
+from janus_jax.model.lm_head import target_logps
+
+
+def _close(ours, want, tol):
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(want)):
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        np.testing.assert_allclose(a, b, atol=tol * max(1.0, np.abs(b).max()), rtol=0)
+
+
+def _head_inputs(dtype=jnp.float32):
+    kh, kw, kt, kg = jax.random.split(jax.random.key(0), 4)
+    hidden = jax.random.normal(kh, (3, 10, 16), dtype)
+    kernel = (0.5 * jax.random.normal(kw, (16, 50))).astype(dtype)
+    targets = jax.random.randint(kt, (3, 10), 0, 50)
+    cotangent = jax.random.normal(kg, (3, 10))
+    return hidden, kernel, targets, cotangent
+
+
+def test_lm_head_values_and_gradients_match_log_softmax():
+    hidden, kernel, targets, cotangent = _head_inputs()
+
+    def reference(h, w):
+        return objectives.token_logps(jnp.einsum("btd,dv->btv", h, w), targets)
+
+    np.testing.assert_allclose(target_logps(hidden, kernel, targets), reference(hidden, kernel), atol=1e-5)
+    ours = jax.grad(lambda h, w: jnp.sum(cotangent * target_logps(h, w, targets)), argnums=(0, 1))(hidden, kernel)
+    want = jax.grad(lambda h, w: jnp.sum(cotangent * reference(h, w)), argnums=(0, 1))(hidden, kernel)
+    _close(ours, want, 1e-5)
+
+
+def test_lm_head_bf16_inputs_follow_float32_and_bad_ids_give_nan():
+    hidden, kernel, targets, _ = _head_inputs(jnp.bfloat16)
+    ours = target_logps(hidden, kernel, targets)
+    logits = jnp.einsum("btd,dv->btv", hidden.astype(jnp.float32), kernel.astype(jnp.float32))
+    want = objectives.token_logps(logits, targets)
+    assert ours.dtype == jnp.float32
+    np.testing.assert_allclose(ours, want, atol=1e-4)
+    grads = jax.grad(lambda h, w: target_logps(h, w, targets).sum(), argnums=(0, 1))(hidden, kernel)
+    assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.bfloat16]
+    bad = targets.at[0, 0].set(50).at[1, 1].set(-1)
+    out = np.asarray(target_logps(hidden, kernel, bad))
+    assert np.isnan(out[0, 0]) and np.isnan(out[1, 1]) and np.isfinite(np.delete(out.ravel(), [0, 11])).all()
+
+
+def _plain_attention(q, k, v, mask):
+    """Softmax attention written out with GQA by repetition, differentiated by JAX."""
+    group = q.shape[2] // k.shape[2]
+    k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
+    scores = jnp.einsum("bthd,bshd->bhts", q, k) / np.sqrt(q.shape[-1])
+    scores = jnp.where(mask[:, None], scores, attn._MASKED)
+    return jnp.einsum("bhts,bshd->bthd", jax.nn.softmax(scores, axis=-1), v)
+
+
+@pytest.mark.parametrize("window", [None, 5])
+def test_attention_gradients_match_autodiff_on_packed_rows_with_padding(window):
+    # Row 0: two documents and two padding tokens; row 1: one document. 6 query heads on 2 KV heads.
+    segment_ids = jnp.array([[1] * 7 + [2] * 5 + [0] * 2, [1] * 14])
+    positions = jnp.array([list(range(7)) + list(range(5)) + [0, 0], list(range(14))])
+    mask = attn.attention_mask(positions, positions, segment_ids, segment_ids, window)
+    kq, kk, kv, kg = jax.random.split(jax.random.key(1), 4)
+    q = jax.random.normal(kq, (2, 14, 6, 8))
+    k, v = jax.random.normal(kk, (2, 14, 2, 8)), jax.random.normal(kv, (2, 14, 2, 8))
+    cotangent = jax.random.normal(kg, q.shape) * (segment_ids > 0)[:, :, None, None]
+
+    np.testing.assert_allclose(attn.xla_attention(q, k, v, mask), _plain_attention(q, k, v, mask), atol=1e-5)
+    ours = jax.grad(lambda *a: jnp.sum(cotangent * attn.xla_attention(*a, mask)), argnums=(0, 1, 2))(q, k, v)
+    want = jax.grad(lambda *a: jnp.sum(cotangent * _plain_attention(*a, mask)), argnums=(0, 1, 2))(q, k, v)
+    _close(ours, want, 1e-5)
+
+
+def test_attention_with_more_keys_than_queries_matches_autodiff():
+    """The KV-cache shape: 3 new queries against 9 keys (old cache + new)."""
+    kq, kk, kv = jax.random.split(jax.random.key(2), 3)
+    q = jax.random.normal(kq, (2, 3, 4, 8))
+    k, v = jax.random.normal(kk, (2, 9, 2, 8)), jax.random.normal(kv, (2, 9, 2, 8))
+    positions = jnp.array([[6, 7, 8], [6, 7, 8]])
+    kv_positions = jnp.broadcast_to(jnp.arange(9), (2, 9))
+    mask = attn.attention_mask(positions, kv_positions, jnp.ones((2, 3)), jnp.ones((2, 9)), None)
+    np.testing.assert_allclose(attn.xla_attention(q, k, v, mask), _plain_attention(q, k, v, mask), atol=1e-5)
+    ours = jax.grad(lambda *a: attn.xla_attention(*a, mask).sum(), argnums=(0, 1, 2))(q, k, v)
+    want = jax.grad(lambda *a: _plain_attention(*a, mask).sum(), argnums=(0, 1, 2))(q, k, v)
+    _close(ours, want, 1e-5)
+
+
+@pytest.mark.parametrize("d_in,d_out", [(7, 3), (3, 7)])  # each operand of the weight gradient transposed once
+def test_dense_gradients_match_dot_general(d_in, d_out):
+    assert jax.default_backend() == "cpu"  # the custom path is the CPU one
+    kx, kw, kg = jax.random.split(jax.random.key(3), 3)
+    x, w = jax.random.normal(kx, (2, 5, d_in)), jax.random.normal(kw, (d_in, d_out))
+    cotangent = jax.random.normal(kg, (2, 5, d_out))
+    dims = (((2,), (0,)), ((), ()))
+
+    def ours(x, w):
+        return jnp.sum(cotangent * dense_dot_general(x, w, dims))
+
+    def want(x, w):
+        return jnp.sum(cotangent * jax.lax.dot_general(x, w, dims))
+
+    np.testing.assert_allclose(dense_dot_general(x, w, dims), jax.lax.dot_general(x, w, dims), atol=1e-6)
+    _close(jax.jit(jax.grad(ours, argnums=(0, 1)))(x, w), jax.grad(want, argnums=(0, 1))(x, w), 1e-6)
+    # Anything but the plain x[..., D] · W[D, F] product goes to lax.dot_general untouched.
+    batched = (((2,), (1,)), ((0,), (0,)))
+    y = jax.random.normal(kw, (2, d_in, 4))
+    np.testing.assert_allclose(dense_dot_general(x, y, batched), jax.lax.dot_general(x, y, batched), atol=1e-6)
