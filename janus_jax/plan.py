@@ -161,7 +161,9 @@ def _bytes_per_device(shapes, shardings) -> int:
 
 
 def attention_scores_bytes(cfg: ConfigDict, mesh_shape: tuple[int, int, int]) -> int:
-    """One layer's float32 attention scores per device on the XLA path (absent with flash attention)."""
+    """The XLA path's largest float32 score buffer per device: its last query block against every key
+    (absent with flash attention)."""
+    from janus_jax.model.attention import causal_blocks_for
     from janus_jax.train.data_setup import PAIR_OBJECTIVES
     from janus_jax.train.trainer import model_config
 
@@ -170,7 +172,8 @@ def attention_scores_bytes(cfg: ConfigDict, mesh_shape: tuple[int, int, int]) ->
     rows *= 2 if cfg.objective in PAIR_OBJECTIVES else 1  # chosen and rejected in one forward
     heads = model_config(cfg).num_attention_heads
     seq = int(cfg.data.seq_len)
-    return math.ceil(rows / (data * fsdp)) * math.ceil(heads / tensor) * seq * seq * 4
+    block = math.ceil(seq / causal_blocks_for(seq))
+    return math.ceil(rows / (data * fsdp)) * math.ceil(heads / tensor) * block * seq * 4
 
 
 def plan_here(cfg: ConfigDict, mesh_shape: tuple[int, int, int]) -> dict[str, Any]:
@@ -305,7 +308,7 @@ def plan_notes(rows: list[dict[str, Any]]) -> list[str]:
         if re.match(r"\d+x", r["target"]) and r["status"] != "ERROR":
             notes.append(
                 f"{r['target']}: attention was planned on the XLA path; with cuDNN flash attention (the default on "
-                f"GPUs) the float32 scores of {r['attention_scores_bytes'] / GIB:.1f} GiB per layer and device "
+                f"GPUs) float32 score blocks of up to {r['attention_scores_bytes'] / GIB:.1f} GiB per device "
                 "counted in temp are not materialized"
             )
     return notes

@@ -53,16 +53,19 @@ def test_lm_head_bf16_inputs_follow_float32_and_bad_ids_give_nan():
 
 
 def _plain_attention(q, k, v, mask):
-    """Softmax attention written out with GQA by repetition, differentiated by JAX."""
+    """Softmax attention written out with GQA by repetition, differentiated by JAX; a query that may
+    attend to no key (padding) gets a zero output."""
     group = q.shape[2] // k.shape[2]
     k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
     scores = jnp.einsum("bthd,bshd->bhts", q, k) / np.sqrt(q.shape[-1])
     scores = jnp.where(mask[:, None], scores, attn._MASKED)
-    return jnp.einsum("bhts,bshd->bthd", jax.nn.softmax(scores, axis=-1), v)
+    probs = jnp.where(mask.any(-1)[:, None, :, None], jax.nn.softmax(scores, axis=-1), 0.0)
+    return jnp.einsum("bhts,bshd->bthd", probs, v)
 
 
 @pytest.mark.parametrize("window", [None, 5])
-def test_attention_gradients_match_autodiff_on_packed_rows_with_padding(window):
+@pytest.mark.parametrize("causal_blocks", [1, 3, 14])  # uneven blocks; one token per block
+def test_attention_gradients_match_autodiff_on_packed_rows_with_padding(window, causal_blocks):
     # Row 0: two documents and two padding tokens; row 1: one document. 6 query heads on 2 KV heads.
     segment_ids = jnp.array([[1] * 7 + [2] * 5 + [0] * 2, [1] * 14])
     positions = jnp.array([list(range(7)) + list(range(5)) + [0, 0], list(range(14))])
@@ -72,10 +75,26 @@ def test_attention_gradients_match_autodiff_on_packed_rows_with_padding(window):
     k, v = jax.random.normal(kk, (2, 14, 2, 8)), jax.random.normal(kv, (2, 14, 2, 8))
     cotangent = jax.random.normal(kg, q.shape) * (segment_ids > 0)[:, :, None, None]
 
-    np.testing.assert_allclose(attn.xla_attention(q, k, v, mask), _plain_attention(q, k, v, mask), atol=1e-5)
-    ours = jax.grad(lambda *a: jnp.sum(cotangent * attn.xla_attention(*a, mask)), argnums=(0, 1, 2))(q, k, v)
+    ours_fn = jax.jit(lambda *a: attn.xla_attention(*a, mask, causal_blocks))
+    np.testing.assert_allclose(ours_fn(q, k, v), _plain_attention(q, k, v, mask), atol=1e-5)
+    ours = jax.grad(lambda *a: jnp.sum(cotangent * ours_fn(*a)), argnums=(0, 1, 2))(q, k, v)
     want = jax.grad(lambda *a: jnp.sum(cotangent * _plain_attention(*a, mask)), argnums=(0, 1, 2))(q, k, v)
     _close(ours, want, 1e-5)
+
+
+def test_causal_blocks_mask_keys_after_the_query_index_and_need_square_attention():
+    """Blocking skips the keys after each block, so the blocked path is causal by index by definition."""
+    kq, kk, kv = jax.random.split(jax.random.key(4), 3)
+    q = jax.random.normal(kq, (1, 8, 2, 4))
+    k, v = jax.random.normal(kk, (1, 8, 1, 4)), jax.random.normal(kv, (1, 8, 1, 4))
+    everything = jnp.ones((1, 8, 8), bool)  # a mask that lets every query see every key
+    causal = everything & jnp.tril(jnp.ones((8, 8), bool))
+    for blocks in (2, 4):
+        blocked = attn.xla_attention(q, k, v, everything, blocks)
+        np.testing.assert_allclose(blocked, _plain_attention(q, k, v, causal), atol=1e-5)
+    with pytest.raises(ValueError, match="as many keys as queries"):
+        attn.xla_attention(q[:, :3], k, v, everything[:, :3], 2)
+    assert [attn.causal_blocks_for(n) for n in (64, 256, 512, 8192)] == [1, 2, 4, 8]
 
 
 def test_attention_with_more_keys_than_queries_matches_autodiff():

@@ -85,7 +85,7 @@ def test_plan_dpo_with_frozen_reference_on_8_devices():
     want = result["argument_bytes"] + result["output_bytes"] - result["alias_bytes"] + result["temp_bytes"]
     assert result["total_bytes"] == want
     assert result["temp_bytes"] > 0 and result["compile_seconds"] > 0
-    # 16 rows (8 pairs, two sides) over 8 devices, 4 heads, 64x64 float32 scores
+    # 16 rows (8 pairs, two sides) over 8 devices, 4 heads, 64x64 float32 scores (one query block at 64)
     assert result["attention_scores_bytes"] == 2 * 4 * 64 * 64 * 4
 
 

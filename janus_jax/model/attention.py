@@ -7,8 +7,11 @@ calls) and sliding windows. Segment id 0 marks padding / empty cache slots.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
 
@@ -30,73 +33,124 @@ def attention_mask(
 
 
 def _to_groups(x: jax.Array, kv_heads: int) -> jax.Array:
-    """[B, T, H, D] -> [B, K, G*T, D]: each KV head's G query heads stacked along the time axis."""
+    """[B, T, H, D] -> [B, K, T*G, D]: each KV head's G query heads, time-major, so that a block of
+    consecutive tokens is a contiguous slice."""
     b, t, h, d = x.shape
-    x = x.reshape(b, t, kv_heads, h // kv_heads, d).transpose(0, 2, 3, 1, 4)
-    return x.reshape(b, kv_heads, (h // kv_heads) * t, d)
+    x = x.reshape(b, t, kv_heads, h // kv_heads, d).transpose(0, 2, 1, 3, 4)
+    return x.reshape(b, kv_heads, t * (h // kv_heads), d)
 
 
 def _from_groups(x: jax.Array, t: int) -> jax.Array:
-    """Inverse of `_to_groups`: [B, K, G*T, D] -> [B, T, K*G, D]."""
-    b, kv_heads, gt, d = x.shape
-    x = x.reshape(b, kv_heads, gt // t, t, d).transpose(0, 3, 1, 2, 4)
-    return x.reshape(b, t, kv_heads * (gt // t), d)
+    """Inverse of `_to_groups`: [B, K, T*G, D] -> [B, T, K*G, D]."""
+    b, kv_heads, tg, d = x.shape
+    x = x.reshape(b, kv_heads, t, tg // t, d).transpose(0, 2, 1, 3, 4)
+    return x.reshape(b, t, kv_heads * (tg // t), d)
 
 
 def _masked_scores(q_groups: jax.Array, k: jax.Array, mask: jax.Array) -> jax.Array:
-    """Scaled float32 scores [B, K, G*T, S] of grouped queries against k [B, S, K, D], masked."""
-    b, kv_heads, gt, d = q_groups.shape
+    """Scaled float32 scores [B, K, T*G, S] of grouped queries against k [B, S, K, D], masked."""
+    b, kv_heads, tg, d = q_groups.shape
     t = mask.shape[1]
     scores = jnp.einsum("bkqd,bskd->bkqs", q_groups, k, preferred_element_type=jnp.float32) * (d**-0.5)
-    scores = jnp.where(mask[:, None, None], scores.reshape(b, kv_heads, gt // t, t, -1), _MASKED)
-    return scores.reshape(b, kv_heads, gt, -1)
-
-
-def _attention_forward(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array):
-    q_groups = _to_groups(q, k.shape[2])
-    scores = _masked_scores(q_groups, k, mask)
-    row_max, row_sum = _softmax_stats(scores)
-    probs = (jnp.exp(scores - row_max) * (1.0 / row_sum)).astype(v.dtype)
-    out = jnp.einsum("bkqs,bskd->bkqd", probs, v, preferred_element_type=jnp.float32).astype(q.dtype)
-    return _from_groups(out, q.shape[1]), (q_groups, k, v, mask, out, row_max, row_sum)
+    scores = jnp.where(mask[:, None, :, None, :], scores.reshape(b, kv_heads, t, tg // t, -1), _MASKED)
+    return scores.reshape(b, kv_heads, tg, -1)
 
 
 def _softmax_stats(scores: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Row max and Σ exp(s − max). Kept apart rather than folded into one log-normaliser, whose
-    max + log(sum) would round back to the max on fully masked (padding) rows and unnormalise them."""
+    """Row max and 1 / Σ exp(s − max), the latter 0 on rows that may attend to no key (padding queries),
+    whose output is then 0 rather than an average over whichever keys a block happened to score. Kept
+    apart rather than folded into one log-normaliser, whose max + log(sum) would round back to the max
+    on such rows."""
     row_max = jnp.max(scores, axis=-1, keepdims=True)
-    return row_max, jnp.sum(jnp.exp(scores - row_max), axis=-1, keepdims=True)
+    total = jnp.sum(jnp.exp(scores - row_max), axis=-1, keepdims=True)
+    return row_max, jnp.where(row_max > _MASKED, 1.0 / total, 0.0)
 
 
-@jax.custom_vjp
-def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+def _blocks(t: int, causal_blocks: int) -> list[tuple[int, int]]:
+    """Query blocks [start, end) in tokens; with causal blocking each one scores keys [0, end) only."""
+    edges = np.linspace(0, t, causal_blocks + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def _concat(parts: list[jax.Array]) -> jax.Array:
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=2)
+
+
+def _attention_forward(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, causal_blocks: int):
+    t, kv_len = q.shape[1], k.shape[1]
+    group = q.shape[2] // k.shape[2]
+    q_groups = _to_groups(q, k.shape[2])
+    outs, maxes, inverse_sums = [], [], []
+    for start, end in _blocks(t, causal_blocks):
+        keys = kv_len if causal_blocks == 1 else end
+        scores = _masked_scores(q_groups[:, :, start * group : end * group], k[:, :keys], mask[:, start:end, :keys])
+        row_max, inverse_sum = _softmax_stats(scores)
+        probs = (jnp.exp(scores - row_max) * inverse_sum).astype(v.dtype)
+        out = jnp.einsum("bkqs,bskd->bkqd", probs, v[:, :keys], preferred_element_type=jnp.float32)
+        outs.append(out.astype(q.dtype))
+        maxes.append(row_max)
+        inverse_sums.append(inverse_sum)
+    out = _concat(outs)
+    return _from_groups(out, t), (q_groups, k, v, mask, out, _concat(maxes), _concat(inverse_sums))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, causal_blocks: int) -> jax.Array:
+    return _attention_forward(q, k, v, mask, causal_blocks)[0]
+
+
+def _attention_backward(causal_blocks: int, residuals, d_out: jax.Array):
+    q_groups, k, v, mask, out, row_max, inverse_sum = residuals
+    t, kv_len, d = mask.shape[1], k.shape[1], q_groups.shape[-1]
+    group = q_groups.shape[2] // t
+    d_out_groups = _to_groups(d_out, k.shape[2])
+    # Softmax backward: dS = P * (dP - rowsum(dO * O)).
+    row_dot = jnp.sum(d_out_groups.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+    dq_parts, dk, dv = [], jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)
+    for start, end in _blocks(t, causal_blocks):
+        keys = kv_len if causal_blocks == 1 else end
+        rows = slice(start * group, end * group)
+        q_block, d_out_block = q_groups[:, :, rows], d_out_groups[:, :, rows]
+        scores = _masked_scores(q_block, k[:, :keys], mask[:, start:end, :keys])
+        probs = jnp.exp(scores - row_max[:, :, rows]) * inverse_sum[:, :, rows]
+        dv_block = jnp.einsum("bkqs,bkqd->bskd", probs.astype(v.dtype), d_out_block, preferred_element_type=jnp.float32)
+        d_probs = jnp.einsum("bkqd,bskd->bkqs", d_out_block, v[:, :keys], preferred_element_type=jnp.float32)
+        d_scores = (probs * (d_probs - row_dot[:, :, rows]) * (d**-0.5)).astype(q_groups.dtype)
+        dq_parts.append(jnp.einsum("bkqs,bskd->bkqd", d_scores, k[:, :keys], preferred_element_type=jnp.float32))
+        dk_block = jnp.einsum("bkqs,bkqd->bskd", d_scores, q_block, preferred_element_type=jnp.float32)
+        dk, dv = dk.at[:, :keys].add(dk_block), dv.at[:, :keys].add(dv_block)
+    dq = _from_groups(_concat(dq_parts).astype(q_groups.dtype), t)
+    return dq, dk.astype(k.dtype), dv.astype(v.dtype), None
+
+
+_attention.defvjp(_attention_forward, _attention_backward)
+
+
+def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, causal_blocks: int = 1) -> jax.Array:
     """Reference path. q [B,T,H,D], k/v [B,S,K,D] with H a multiple of K (GQA), mask [B,T,S].
 
     Softmax in float32. The gradient is written by hand, as flash attention's is: the forward pass
     keeps only its output and the softmax row statistics, and the backward pass recomputes the
     probabilities from q and k. Autodiff would keep the [B, H, T, S] probabilities of every layer
     until the backward pass instead, and on CPU it spends much of the step transposing them.
+
+    ``causal_blocks > 1`` is for self-attention over one sequence (S == T): keys after a query's own
+    index are masked too (as cuDNN's ``is_causal``; a no-op for the pipeline's rows, whose positions grow
+    by one within each segment), and the queries are cut into that many blocks, each scoring only the keys
+    up to its own end, which skips most of the masked upper triangle: (n + 1) / 2n of the score FLOPs
+    and of the largest score buffer.
     """
-    return _attention_forward(q, k, v, mask)[0]
+    if causal_blocks > 1:
+        t, kv_len = q.shape[1], k.shape[1]
+        if kv_len != t:
+            raise ValueError(f"causal_blocks={causal_blocks} needs as many keys as queries, got {kv_len} and {t}")
+        mask = mask & jnp.tril(jnp.ones((t, t), bool))
+    return _attention(q, k, v, mask, causal_blocks)
 
 
-def _attention_backward(residuals, d_out: jax.Array):
-    q_groups, k, v, mask, out, row_max, row_sum = residuals
-    d = q_groups.shape[-1]
-    d_out_groups = _to_groups(d_out, k.shape[2])
-    probs = jnp.exp(_masked_scores(q_groups, k, mask) - row_max) * (1.0 / row_sum)
-    dv = jnp.einsum("bkqs,bkqd->bskd", probs.astype(v.dtype), d_out_groups, preferred_element_type=jnp.float32)
-    d_probs = jnp.einsum("bkqd,bskd->bkqs", d_out_groups, v, preferred_element_type=jnp.float32)
-    # Softmax backward: dS = P * (dP - rowsum(dO * O)).
-    row_dot = jnp.sum(d_out_groups.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
-    d_scores = (probs * (d_probs - row_dot) * (d**-0.5)).astype(q_groups.dtype)
-    dq = jnp.einsum("bkqs,bskd->bkqd", d_scores, k, preferred_element_type=jnp.float32)
-    dk = jnp.einsum("bkqs,bkqd->bskd", d_scores, q_groups, preferred_element_type=jnp.float32)
-    t = mask.shape[1]
-    return _from_groups(dq.astype(q_groups.dtype), t), dk.astype(k.dtype), dv.astype(v.dtype), None
-
-
-xla_attention.defvjp(_attention_forward, _attention_backward)
+def causal_blocks_for(seq_len: int) -> int:
+    """Query blocks for self-attention over `seq_len` tokens: blocks of at least 128, at most 8 blocks."""
+    return max(1, min(8, seq_len // 128))
 
 
 def cudnn_attention(
