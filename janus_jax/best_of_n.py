@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -215,7 +214,7 @@ def _sample(sampler, tokenizer, params, rows, n: int) -> list[list[str]]:
 
 
 def run_file(args: argparse.Namespace) -> int:
-    from janus_jax.generate import done_lines, read_rows, sampling_from_args
+    from janus_jax.generate import run_rows, sampling_from_args
     from janus_jax.prompts import render_prompt_ids
 
     settings = run_settings(args.rm)
@@ -237,48 +236,34 @@ def run_file(args: argparse.Namespace) -> int:
         ))
         sampler = Sampler(policy.model, tokenizer, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
 
-    errors: list[str] = []
-    out_path = Path(args.output)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = done_lines(out_path)
-    todo = []
-    for row in read_rows(Path(args.input), errors):
-        if row.line in done:
-            continue
-        try:
-            responses = _row_responses(row, sampler is not None)
-            if not scorer.prompt_fits(row.system, row.prompt):
-                raise ValueError(f"the prompt leaves no room for a response in {scorer.max_length} tokens")
-            if sampler is not None:
-                sampler.check_request(render_prompt_ids(tokenizer, row.system, row.prompt), params, row.line)
-        except ValueError as e:
-            errors.append(f"{args.input}:{row.line}: {e}")
-            continue
-        todo.append((row, responses))
-    log.info("%d rows to score, %d already in %s, %d malformed", len(todo), len(done), out_path, len(errors))
+    def prepare(row) -> list[str]:
+        responses = _row_responses(row, sampler is not None)
+        if not scorer.prompt_fits(row.system, row.prompt):
+            raise ValueError(f"the prompt leaves no room for a response in {scorer.max_length} tokens")
+        if sampler is not None:
+            sampler.check_request(render_prompt_ids(tokenizer, row.system, row.prompt), params, row.line)
+        return responses
+
+    def process(batch) -> list[dict]:
+        if sampler is not None:
+            sampled = _sample(sampler, tokenizer, params, [row for row, _ in batch], args.n)
+            batch = [(row, responses) for (row, _), responses in zip(batch, sampled, strict=True)]
+        picks = select_best(scorer, [(row.system, row.prompt, responses) for row, responses in batch])
+        return [
+            {
+                **row.data,
+                "responses": responses,
+                "rewards": pick.rewards,
+                "best_index": pick.best_index,
+                "best_response": pick.best_response,
+            }
+            for (row, responses), pick in zip(batch, picks, strict=True)
+        ]
 
     rows_per_batch = max(1, args.batch_size // args.n) if sampler is not None else args.batch_size
-    written = 0
-    with out_path.open("a", encoding="utf-8") as out:
-        for start in range(0, len(todo), rows_per_batch):
-            batch = todo[start : start + rows_per_batch]
-            if sampler is not None:
-                sampled = _sample(sampler, tokenizer, params, [row for row, _ in batch], args.n)
-                batch = [(row, responses) for (row, _), responses in zip(batch, sampled, strict=True)]
-            picks = select_best(scorer, [(row.system, row.prompt, responses) for row, responses in batch])
-            for (row, responses), pick in zip(batch, picks, strict=True):
-                record = {**row.data, "responses": responses, "rewards": pick.rewards, "best_index": pick.best_index,
-                          "best_response": pick.best_response, "input_line": row.line}
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-            written += len(batch)
-            log.info("%d / %d rows written", written, len(todo))
-    for message in errors:
-        print(message, file=sys.stderr)
-    if errors:
-        print(f"{len(errors)} input row(s) not scored (listed above)", file=sys.stderr)
-    return 1 if errors else 0
+    return run_rows(
+        Path(args.input), Path(args.output), prepare, process, rows_per_batch=rows_per_batch, verb="scored"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

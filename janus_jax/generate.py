@@ -16,8 +16,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from janus_jax.sample import JANUS_SAMPLING, Sampler, SamplingParams
 
@@ -107,34 +108,40 @@ def done_lines(path: Path) -> set[int]:
     return done
 
 
-def run_file(sampler: Sampler, tokenizer, params: SamplingParams, args: argparse.Namespace) -> int:
-    from janus_jax.prompts import render_prompt_ids
+def run_rows(
+    input_path: Path,
+    output_path: Path,
+    prepare: Callable[[InputRow], Any],
+    process: Callable[[list[tuple[InputRow, Any]]], list[dict]],
+    *,
+    rows_per_batch: int,
+    verb: str,
+) -> int:
+    """A resumable JSONL job: every input row not yet in the output is prepared, then processed in
+    batches whose records are appended (and fsynced) one batch at a time.
 
+    `prepare(row)` raises ValueError for a row that cannot be done (reported with its line, counted);
+    `process(batch)` returns one record per (row, prepared) pair, and the row's `input_line` is added.
+    Returns the exit status: 1 if any row was malformed or refused.
+    """
     errors: list[str] = []
-    out_path = Path(args.output)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = done_lines(out_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    done = done_lines(output_path)
     todo = []
-    for row in read_rows(Path(args.input), errors):
+    for row in read_rows(input_path, errors):
         if row.line in done:
             continue
-        ids = render_prompt_ids(tokenizer, row.system, row.prompt)
         try:
-            sampler.check_request(ids, params, row.line)
+            todo.append((row, prepare(row)))
         except ValueError as e:
-            errors.append(f"{args.input}:{row.line}: {e}")
-            continue
-        todo.append((row, ids))
-    log.info("%d rows to generate, %d already in %s, %d malformed", len(todo), len(done), out_path, len(errors))
+            errors.append(f"{input_path}:{row.line}: {e}")
+    log.info("%d rows to do, %d already in %s, %d malformed", len(todo), len(done), output_path, len(errors))
     written = 0
-    with out_path.open("a", encoding="utf-8") as out:
-        for start in range(0, len(todo), args.batch_size):
-            batch = todo[start : start + args.batch_size]
-            row_params = [dataclasses.replace(params, seed=(params.seed + row.line) % 2**32) for row, _ in batch]
-            completions = sampler.generate([ids for _, ids in batch], row_params)
-            for (row, _), c in zip(batch, completions, strict=True):
-                record = {**row.data, "output": c.text, "finish_reason": c.finish_reason, "input_line": row.line}
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    with output_path.open("a", encoding="utf-8") as out:
+        for start in range(0, len(todo), rows_per_batch):
+            batch = todo[start : start + rows_per_batch]
+            for (row, _), record in zip(batch, process(batch), strict=True):
+                out.write(json.dumps({**record, "input_line": row.line}, ensure_ascii=False) + "\n")
             out.flush()
             os.fsync(out.fileno())
             written += len(batch)
@@ -142,8 +149,29 @@ def run_file(sampler: Sampler, tokenizer, params: SamplingParams, args: argparse
     for message in errors:
         print(message, file=sys.stderr)
     if errors:
-        print(f"{len(errors)} input row(s) not generated (listed above)", file=sys.stderr)
+        print(f"{len(errors)} input row(s) not {verb} (listed above)", file=sys.stderr)
     return 1 if errors else 0
+
+
+def run_file(sampler: Sampler, tokenizer, params: SamplingParams, args: argparse.Namespace) -> int:
+    from janus_jax.prompts import render_prompt_ids
+
+    def prepare(row: InputRow) -> list[int]:
+        ids = render_prompt_ids(tokenizer, row.system, row.prompt)
+        sampler.check_request(ids, params, row.line)
+        return ids
+
+    def process(batch: list[tuple[InputRow, list[int]]]) -> list[dict]:
+        row_params = [dataclasses.replace(params, seed=(params.seed + row.line) % 2**32) for row, _ in batch]
+        completions = sampler.generate([ids for _, ids in batch], row_params)
+        return [
+            {**row.data, "output": c.text, "finish_reason": c.finish_reason}
+            for (row, _), c in zip(batch, completions, strict=True)
+        ]
+
+    return run_rows(
+        Path(args.input), Path(args.output), prepare, process, rows_per_batch=args.batch_size, verb="generated"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
