@@ -1,5 +1,6 @@
 """SFT training: sharding-invariant, exact accumulation, packing-invariant, stops on NaN."""
 
+import json
 import os
 import signal
 import socket
@@ -154,3 +155,16 @@ def test_sigkill_and_resume_is_bitwise_exact(tmp_path, data_file):
     for a, b in zip(jax.tree.leaves(_final_params(reference)), jax.tree.leaves(_final_params(workdir))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert [r["step"] for r in read_metrics(workdir)] == list(range(1, 7))
+
+
+def test_rerunning_a_finished_run_trains_nothing_and_reports_its_metrics(tmp_path, data_file):
+    """The same command twice (a relaunched sweep, `make demo` again): the second run ends at once."""
+    cfg = tiny_sft_config(data_file, **{"train.max_steps": 0, "train.num_epochs": 1})  # all of the data
+    first = train(cfg, tmp_path)
+    checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    again = train(cfg, tmp_path)
+    assert again == first and again["step"] == int(checkpoints[-1])
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == checkpoints
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics
+    assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "completed"

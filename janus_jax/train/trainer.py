@@ -202,6 +202,13 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
     ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.train.keep_checkpoints, async_save=cfg.train.async_checkpoint)
     start = ckpt.latest_step()
     initial = None  # the init_from parameters, when this run starts from them (the DPO reference reuses them)
+    if start is not None and start >= total_steps:
+        # Rerunning a finished run (the same command twice, a sweep relaunched): nothing to train.
+        ckpt.close()
+        log.info("%s: the run already finished (checkpoint at step %d of %d)", workdir, start, total_steps)
+        if is_main:
+            manifest.finish_manifest(workdir, "completed")
+        return _last_logged(workdir) if is_main else {}
     if start is not None:
         state, meta = ckpt.restore(start, abstract_with_shardings(state_shapes, state_sh))
         log.info("resumed from step %d (data position %d)", start, meta["data_step"])
