@@ -75,7 +75,7 @@ def test_attention_gradients_match_autodiff_on_packed_rows_with_padding(window, 
     k, v = jax.random.normal(kk, (2, 14, 2, 8)), jax.random.normal(kv, (2, 14, 2, 8))
     cotangent = jax.random.normal(kg, q.shape) * (segment_ids > 0)[:, :, None, None]
 
-    ours_fn = jax.jit(lambda *a: attn.xla_attention(*a, mask, causal_blocks))
+    ours_fn = jax.jit(lambda *a: attn.xla_attention(*a, mask, causal_blocks, window))
     np.testing.assert_allclose(ours_fn(q, k, v), _plain_attention(q, k, v, mask), atol=1e-5)
     ours = jax.grad(lambda *a: jnp.sum(cotangent * ours_fn(*a)), argnums=(0, 1, 2))(q, k, v)
     want = jax.grad(lambda *a: jnp.sum(cotangent * _plain_attention(*a, mask)), argnums=(0, 1, 2))(q, k, v)
@@ -92,6 +92,14 @@ def test_causal_blocks_mask_keys_after_the_query_index_and_need_square_attention
     for blocks in (2, 4):
         blocked = attn.xla_attention(q, k, v, everything, blocks)
         np.testing.assert_allclose(blocked, _plain_attention(q, k, v, causal), atol=1e-5)
+    # With a window of 3 as well, blocks also skip the keys before their first query's window.
+    banded = causal & ~jnp.tril(jnp.ones((8, 8), bool), -3)
+    for blocks in (2, 4, 8):
+        windowed = attn.xla_attention(q, k, v, everything, blocks, 3)
+        np.testing.assert_allclose(windowed, _plain_attention(q, k, v, banded), atol=1e-5)
+        grads = jax.grad(lambda *a, n=blocks: attn.xla_attention(*a, everything, n, 3).sum(), argnums=(0, 1, 2))
+        want = jax.grad(lambda *a: _plain_attention(*a, banded).sum(), argnums=(0, 1, 2))
+        _close(grads(q, k, v), want(q, k, v), 1e-5)
     with pytest.raises(ValueError, match="as many keys as queries"):
         attn.xla_attention(q[:, :3], k, v, everything[:, :3], 2)
     assert [attn.causal_blocks_for(n) for n in (64, 256, 512, 8192)] == [1, 2, 4, 8]

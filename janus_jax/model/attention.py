@@ -76,17 +76,25 @@ def _concat(parts: list[jax.Array]) -> jax.Array:
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=2)
 
 
-def _attention_forward(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, causal_blocks: int):
+def _key_range(start: int, end: int, kv_len: int, causal_blocks: int, window: int | None) -> slice:
+    """The keys a query block [start, end) can see: all of them unblocked; else those up to its end and,
+    with a window, from the window's start for its first query."""
+    if causal_blocks == 1:
+        return slice(0, kv_len)
+    return slice(0 if window is None else max(0, start - window + 1), end)
+
+
+def _attention_forward(q, k, v, mask, causal_blocks: int, window: int | None):
     t, kv_len = q.shape[1], k.shape[1]
     group = q.shape[2] // k.shape[2]
     q_groups = _to_groups(q, k.shape[2])
     outs, maxes, inverse_sums = [], [], []
     for start, end in _blocks(t, causal_blocks):
-        keys = kv_len if causal_blocks == 1 else end
-        scores = _masked_scores(q_groups[:, :, start * group : end * group], k[:, :keys], mask[:, start:end, :keys])
+        keys = _key_range(start, end, kv_len, causal_blocks, window)
+        scores = _masked_scores(q_groups[:, :, start * group : end * group], k[:, keys], mask[:, start:end, keys])
         row_max, inverse_sum = _softmax_stats(scores)
         probs = (jnp.exp(scores - row_max) * inverse_sum).astype(v.dtype)
-        out = jnp.einsum("bkqs,bskd->bkqd", probs, v[:, :keys], preferred_element_type=jnp.float32)
+        out = jnp.einsum("bkqs,bskd->bkqd", probs, v[:, keys], preferred_element_type=jnp.float32)
         outs.append(out.astype(q.dtype))
         maxes.append(row_max)
         inverse_sums.append(inverse_sum)
@@ -94,12 +102,12 @@ def _attention_forward(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array
     return _from_groups(out, t), (q_groups, k, v, mask, out, _concat(maxes), _concat(inverse_sums))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, causal_blocks: int) -> jax.Array:
-    return _attention_forward(q, k, v, mask, causal_blocks)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _attention(q, k, v, mask, causal_blocks: int, window: int | None) -> jax.Array:
+    return _attention_forward(q, k, v, mask, causal_blocks, window)[0]
 
 
-def _attention_backward(causal_blocks: int, residuals, d_out: jax.Array):
+def _attention_backward(causal_blocks: int, window: int | None, residuals, d_out: jax.Array):
     q_groups, k, v, mask, out, row_max, inverse_sum = residuals
     t, kv_len, d = mask.shape[1], k.shape[1], q_groups.shape[-1]
     group = q_groups.shape[2] // t
@@ -108,17 +116,17 @@ def _attention_backward(causal_blocks: int, residuals, d_out: jax.Array):
     row_dot = jnp.sum(d_out_groups.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
     dq_parts, dk, dv = [], jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)
     for start, end in _blocks(t, causal_blocks):
-        keys = kv_len if causal_blocks == 1 else end
+        keys = _key_range(start, end, kv_len, causal_blocks, window)
         rows = slice(start * group, end * group)
         q_block, d_out_block = q_groups[:, :, rows], d_out_groups[:, :, rows]
-        scores = _masked_scores(q_block, k[:, :keys], mask[:, start:end, :keys])
+        scores = _masked_scores(q_block, k[:, keys], mask[:, start:end, keys])
         probs = jnp.exp(scores - row_max[:, :, rows]) * inverse_sum[:, :, rows]
         dv_block = jnp.einsum("bkqs,bkqd->bskd", probs.astype(v.dtype), d_out_block, preferred_element_type=jnp.float32)
-        d_probs = jnp.einsum("bkqd,bskd->bkqs", d_out_block, v[:, :keys], preferred_element_type=jnp.float32)
+        d_probs = jnp.einsum("bkqd,bskd->bkqs", d_out_block, v[:, keys], preferred_element_type=jnp.float32)
         d_scores = (probs * (d_probs - row_dot[:, :, rows]) * (d**-0.5)).astype(q_groups.dtype)
-        dq_parts.append(jnp.einsum("bkqs,bskd->bkqd", d_scores, k[:, :keys], preferred_element_type=jnp.float32))
+        dq_parts.append(jnp.einsum("bkqs,bskd->bkqd", d_scores, k[:, keys], preferred_element_type=jnp.float32))
         dk_block = jnp.einsum("bkqs,bkqd->bskd", d_scores, q_block, preferred_element_type=jnp.float32)
-        dk, dv = dk.at[:, :keys].add(dk_block), dv.at[:, :keys].add(dv_block)
+        dk, dv = dk.at[:, keys].add(dk_block), dv.at[:, keys].add(dv_block)
     dq = _from_groups(_concat(dq_parts).astype(q_groups.dtype), t)
     return dq, dk.astype(k.dtype), dv.astype(v.dtype), None
 
@@ -126,7 +134,9 @@ def _attention_backward(causal_blocks: int, residuals, d_out: jax.Array):
 _attention.defvjp(_attention_forward, _attention_backward)
 
 
-def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, causal_blocks: int = 1) -> jax.Array:
+def xla_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, causal_blocks: int = 1, window: int | None = None
+) -> jax.Array:
     """Reference path. q [B,T,H,D], k/v [B,S,K,D] with H a multiple of K (GQA), mask [B,T,S].
 
     Softmax in float32. The gradient is written by hand, as flash attention's is: the forward pass
@@ -138,14 +148,19 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, cau
     index are masked too (as cuDNN's ``is_causal``; a no-op for the pipeline's rows, whose positions grow
     by one within each segment), and the queries are cut into that many blocks, each scoring only the keys
     up to its own end, which skips most of the masked upper triangle: (n + 1) / 2n of the score FLOPs
-    and of the largest score buffer.
+    and of the largest score buffer. With a sliding ``window`` as well, keys more than ``window - 1``
+    indices back are masked too and each block also skips the keys before its first query's window
+    (with one block, ``window`` is not used: the mask carries it).
     """
     if causal_blocks > 1:
         t, kv_len = q.shape[1], k.shape[1]
         if kv_len != t:
             raise ValueError(f"causal_blocks={causal_blocks} needs as many keys as queries, got {kv_len} and {t}")
-        mask = mask & jnp.tril(jnp.ones((t, t), bool))
-    return _attention(q, k, v, mask, causal_blocks)
+        back = jnp.arange(t)[:, None] - jnp.arange(t)[None, :]  # query index - key index
+        mask = mask & (back >= 0) & (True if window is None else back < window)
+    else:
+        window = None  # one block scores every key; the mask alone carries any window
+    return _attention(q, k, v, mask, causal_blocks, window)
 
 
 def causal_blocks_for(seq_len: int) -> int:

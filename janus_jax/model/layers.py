@@ -90,7 +90,7 @@ class Attention(nnx.Module):
                 out = attn.cudnn_attention(q, k, v, segment_ids, cfg.sliding_window)
             else:
                 mask = attn.attention_mask(positions, positions, segment_ids, segment_ids, cfg.sliding_window)
-                out = attn.xla_attention(q, k, v, mask, attn.causal_blocks_for(t))
+                out = attn.xla_attention(q, k, v, mask, attn.causal_blocks_for(t), cfg.sliding_window)
         else:
             cache_k, cache_v, write = cache
             live = (segment_ids != 0).astype(jnp.int32)
