@@ -119,9 +119,9 @@ def test_attention_with_more_keys_than_queries_matches_autodiff():
     _close(ours, want, 1e-5)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the custom linear-layer gradient is the CPU path")
 @pytest.mark.parametrize("d_in,d_out", [(7, 3), (3, 7)])  # each operand of the weight gradient transposed once
 def test_dense_gradients_match_dot_general(d_in, d_out):
-    assert jax.default_backend() == "cpu"  # the custom path is the CPU one
     kx, kw, kg = jax.random.split(jax.random.key(3), 3)
     x, w = jax.random.normal(kx, (2, 5, d_in)), jax.random.normal(kw, (d_in, d_out))
     cotangent = jax.random.normal(kg, (2, 5, d_out))
