@@ -177,18 +177,28 @@ class TorchStep:
         self.opt.step()
 
 
-def matmul_ceiling(n: int, dtype: str, repeats: int) -> tuple[Callable[[], None], float]:
-    """`repeats` back-to-back square n×n matmuls in `dtype` (so that dispatch does not count) and
-    their FLOPs (2n³ each)."""
+def ceiling_repeats() -> int:
+    """Back-to-back matmuls per ceiling timing: on a GPU, enough that dispatch does not count."""
+    return 20 if jax.default_backend() == "gpu" else 2
+
+
+def matmul_ceiling(n: int, dtype: str) -> Callable[[], None]:
+    """`ceiling_repeats()` back-to-back square n×n matmuls in `dtype`."""
     key_a, key_b = jax.random.split(jax.random.key(0))
     a = jax.random.normal(key_a, (n, n), jnp.dtype(dtype))
     b = jax.random.normal(key_b, (n, n), jnp.dtype(dtype))
     dot = jax.jit(jnp.dot)
+    repeats = ceiling_repeats()
 
     def run() -> None:
         jax.block_until_ready([dot(a, b) for _ in range(repeats)])
 
-    return run, 2.0 * n**3 * repeats
+    return run
+
+
+def matmul_ceiling_flops(n: int) -> float:
+    """FLOPs of one `matmul_ceiling` call: 2n³ per matmul."""
+    return 2.0 * n**3 * ceiling_repeats()
 
 
 def time_rounds(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
@@ -216,7 +226,7 @@ _REPLY = "@@bench "  # prefix of a worker's protocol lines (anything else on std
 def build_contender(name: str, args: argparse.Namespace, mesh=None) -> Callable[[], None]:
     """One timed function: `ceiling`, `torch`, or a janus step (`sft`, `dpo_model`, `dpo_precomputed`)."""
     if name == "ceiling":
-        return matmul_ceiling(args.matmul_size, args.dtype, repeats=20 if jax.default_backend() == "gpu" else 2)[0]
+        return matmul_ceiling(args.matmul_size, args.dtype)
     sft_cfg = run_config("sft", args)
     if name == "torch":
         mcfg = model_config(sft_cfg)
@@ -327,7 +337,6 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     mesh = make_mesh((1, 1, 1), jax.devices()[:1])  # one device: the benchmark measures a single chip
     gpu = jax.default_backend() == "gpu"
-    _, ceiling_flops = matmul_ceiling(args.matmul_size, args.dtype, repeats=20 if gpu else 2)
     names = ["sft"] + ([] if args.skip_dpo else ["dpo_model", "dpo_precomputed"])
     sft_cfg = run_config("sft", args)
     mcfg = model_config(sft_cfg)
@@ -354,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict:
     times = {name: statistics.median(v) for name, v in samples.items()}
 
     flops_per_token = train_flops_per_token(mcfg, args.seq_len)
-    ceiling = ceiling_flops / times["ceiling"]
+    ceiling = matmul_ceiling_flops(args.matmul_size) / times["ceiling"]
     janus_tps = tokens / times["sft"]
     result = {
         "model_size": args.model_size,

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 
 
-def _matmul(x: jax.Array, w: jax.Array, preferred_element_type) -> jax.Array:
-    return jnp.einsum("...d,df->...f", x, w, preferred_element_type=preferred_element_type)
+def _matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    return jnp.einsum("...d,df->...f", x, w)
 
 
 def _materialised_transpose(x: jax.Array) -> jax.Array:
@@ -34,11 +34,11 @@ def _weight_grad(x: jax.Array, g: jax.Array) -> jax.Array:
 
 @jax.custom_vjp
 def _cpu_dense(x: jax.Array, w: jax.Array) -> jax.Array:
-    return _matmul(x, w, None)
+    return _matmul(x, w)
 
 
 def _cpu_dense_forward(x: jax.Array, w: jax.Array):
-    return _matmul(x, w, None), (x, w)
+    return _matmul(x, w), (x, w)
 
 
 def _cpu_dense_backward(residuals, g: jax.Array):

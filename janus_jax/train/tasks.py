@@ -28,7 +28,8 @@ def sft_loss(model, batch: dict[str, jax.Array], ref_model=None) -> LossOutput:
     """Token-level NLL on response tokens (and EOS) only."""
     del ref_model
     weights = batch["loss_weights"].astype(jnp.float32)
-    summed, _ = objectives.masked_sums(_target_logps(model, batch, weights > 0), weights > 0)
+    scored = weights > 0
+    summed, _ = objectives.masked_sums(_target_logps(model, batch, scored), scored)
     loss_sum = -summed.sum()
     return LossOutput(loss_sum, weights.sum(), {"loss": loss_sum})
 
