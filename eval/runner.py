@@ -219,7 +219,14 @@ def score_dir(out: str | Path) -> dict[str, Any]:
     snapshots = RowStore(out / "items.jsonl", ("id",))
     judgments = RowStore(out / "judgments.jsonl", module.KEY_FIELDS)
     try:
-        scores = module.aggregate(snapshots.values(), judgments.values(), settings)
+        # Judge replies are stored as they arrive; aggregate them in item order so that statistics
+        # whose resampling or folds follow row order give the same numbers on every run and rescore.
+        position = {row["id"]: i for i, row in enumerate(snapshots.values())}
+        ordered = sorted(
+            judgments.values(),
+            key=lambda row: (position.get(row["id"], len(position)), [repr(row.get(k)) for k in module.KEY_FIELDS]),
+        )
+        scores = module.aggregate(snapshots.values(), ordered, settings)
     finally:
         snapshots.close()
         judgments.close()

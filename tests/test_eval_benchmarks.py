@@ -12,7 +12,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from scripted_openai_server import Call, ScriptedOpenAIServer  # noqa: E402
 
 from eval.alpaca_lc import length_controlled_winrate  # noqa: E402
+from eval.benches import alpaca_eval  # noqa: E402
 from eval.benches.alpaca_eval import is_switched  # noqa: E402
+from eval.benches.common import RunSettings  # noqa: E402
 from eval.benchmarks import (  # noqa: E402
     DATA_DIR,
     load_alpaca_eval,
@@ -135,6 +137,19 @@ def test_arena_hard_from_answer_file(tmp_path):
     assert scores["problems"]["judge_parse_failure"] == [items[4].id]
     first = arena_messages("Q", "ANSWER-A", "ANSWER-B")
     assert first[0]["content"].startswith("Please act as an impartial judge") and "[[A>>B]]" in first[0]["content"]
+
+
+def test_alpaca_eval_scores_do_not_depend_on_the_order_judge_replies_arrive():
+    items = load_alpaca_eval().items[:12]
+    snapshots = alpaca_eval.item_snapshots(items)
+    model_won = [k % 3 == 0 or k > 8 for k in range(12)]  # value 2: the second shown output won
+    judgments = [
+        {"id": it.id, "value": 1 + (model_won[k] != (k % 2 == 1)), "switched": k % 2 == 1, "model_len": 50 + 40 * k}
+        for k, it in enumerate(items)
+    ]
+    arrived = [judgments[k] for k in (10, 4, 1, 6, 2, 7, 11, 3, 0, 9, 5, 8)]  # this order changed the LC fit
+    settings = RunSettings()
+    assert alpaca_eval.aggregate(snapshots, arrived, settings) == alpaca_eval.aggregate(snapshots, judgments, settings)
 
 
 def test_alpaca_eval_from_answer_file(tmp_path):
