@@ -90,18 +90,19 @@ def run_config(objective: str, args: argparse.Namespace, reference: str = "model
     return cfg
 
 
-def synthetic_batch(cfg: ConfigDict, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """One global batch with every key the data pipeline produces: one document per row, the loss
-    on the second half (the response), full-length rows."""
+def synthetic_batch(cfg: ConfigDict, vocab: int, scored_fraction: float, seed: int = 0) -> dict[str, np.ndarray]:
+    """One global batch with every key the data pipeline produces: one document per row, full-length
+    rows, the loss on the last `scored_fraction` of each row (the response; the rest is the prompt)."""
     rng = np.random.default_rng(seed)
     seq = int(cfg.data.seq_len)
+    prompt = seq - round(seq * scored_fraction)
     out: dict[str, np.ndarray] = {}
     for key, (shape, dtype) in batch_shapes(cfg).items():
         name = key.removeprefix("chosen_").removeprefix("rejected_")
         if name in ("input_ids", "targets"):
             value = rng.integers(3, vocab, size=shape)
         elif name == "loss_weights":
-            value = np.broadcast_to(np.arange(seq) >= seq // 2, shape)
+            value = np.broadcast_to(np.arange(seq) >= prompt, shape)
         elif name == "positions":
             value = np.broadcast_to(np.arange(seq), shape)
         elif name in ("segment_ids", "pair_weights"):
@@ -109,7 +110,7 @@ def synthetic_batch(cfg: ConfigDict, vocab: int, seed: int = 0) -> dict[str, np.
         elif name in ("lengths",):
             value = np.full(shape, seq)
         elif name == "prompt_lengths":
-            value = np.full(shape, seq // 2)
+            value = np.full(shape, prompt)
         elif name == "pair_ids":
             value = np.arange(shape[0])
         elif name in ("ref_chosen_logps", "ref_rejected_logps"):
@@ -123,7 +124,7 @@ def synthetic_batch(cfg: ConfigDict, vocab: int, seed: int = 0) -> dict[str, np.
 class JanusStep:
     """The trainer's jitted step on real arrays; each call runs one optimizer step to completion."""
 
-    def __init__(self, cfg: ConfigDict, mesh):
+    def __init__(self, cfg: ConfigDict, mesh, scored_fraction: float):
         self.mcfg = model_config(cfg)
         built = build_train_step(cfg, mesh)
         init = jax.jit(
@@ -137,7 +138,7 @@ class JanusStep:
         opt_state = jax.jit(built.tx.init, out_shardings=built.state_shardings["opt_state"])(params)
         step = jax.device_put(jnp.zeros((), jnp.int32), built.state_shardings["step"])
         self.state = {"params": params, "opt_state": opt_state, "step": step}
-        batch = synthetic_batch(cfg, self.mcfg.vocab_size)
+        batch = synthetic_batch(cfg, self.mcfg.vocab_size, scored_fraction)
         self.batch = {k: jax.device_put(v, built.batch_shardings[k]) for k, v in batch.items()}
         self.fn = built.fn
         self.num_params = built.num_params
@@ -230,11 +231,11 @@ def build_contender(name: str, args: argparse.Namespace, mesh=None) -> Callable[
     sft_cfg = run_config("sft", args)
     if name == "torch":
         mcfg = model_config(sft_cfg)
-        return TorchStep(mcfg, synthetic_batch(sft_cfg, mcfg.vocab_size))
+        return TorchStep(mcfg, synthetic_batch(sft_cfg, mcfg.vocab_size, args.scored_fraction))
     mesh = mesh or make_mesh((1, 1, 1), jax.devices()[:1])
     if name == "sft":
-        return JanusStep(sft_cfg, mesh)
-    return JanusStep(run_config("dpo", args, name.removeprefix("dpo_")), mesh)
+        return JanusStep(sft_cfg, mesh, args.scored_fraction)
+    return JanusStep(run_config("dpo", args, name.removeprefix("dpo_")), mesh, args.scored_fraction)
 
 
 def worker_main(args: argparse.Namespace) -> None:
@@ -307,6 +308,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--matmul-size", type=int, default=None, help="ceiling matmul side (default 2048 CPU, 8192 GPU)"
     )
+    parser.add_argument(
+        "--scored-fraction", type=float, default=0.5, help="share of each row in the loss (the response)"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-torch", action="store_true", help="no PyTorch comparison")
     parser.add_argument("--skip-dpo", action="store_true", help="no DPO step timings")
@@ -322,6 +326,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if gpu and not args.skip_torch:
         parser.exit(2, "the PyTorch comparison is the CPU benchmark's; on a GPU pass --skip-torch\n")
+    if not 0 < args.scored_fraction <= 1:
+        parser.exit(2, f"--scored-fraction={args.scored_fraction}: expected a share in (0, 1]\n")
     if args.attention_impl == "cudnn" and not gpu:
         parser.exit(2, "--attention-impl=cudnn needs a GPU; on this machine use auto or xla\n")
     args.batch_size = args.batch_size or (4 if args.model_size == "1b" else 8)
@@ -362,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch_threads = torch.get_num_threads()
     times = {name: statistics.median(v) for name, v in samples.items()}
 
-    flops_per_token = train_flops_per_token(mcfg, args.seq_len)
+    flops_per_token = train_flops_per_token(mcfg, args.seq_len, args.scored_fraction)
     ceiling = matmul_ceiling_flops(args.matmul_size) / times["ceiling"]
     janus_tps = tokens / times["sft"]
     result = {
@@ -371,6 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seq_len": args.seq_len,
         "batch_size": args.batch_size,
         "tokens_per_step": tokens,
+        "scored_fraction": args.scored_fraction,
         "dtype": args.dtype,
         "remat": args.remat,
         "attention_impl": resolve_impl(mcfg.attention_impl),

@@ -8,7 +8,7 @@ import pytest
 from janus_jax import objectives
 from janus_jax.model import attention as attn
 from janus_jax.model.dense import dense_dot_general
-from janus_jax.model.lm_head import target_logps
+from janus_jax.model.lm_head import chunk_len, target_logps
 
 
 def _close(ours, want, tol):
@@ -17,39 +17,67 @@ def _close(ours, want, tol):
         np.testing.assert_allclose(a, b, atol=tol * max(1.0, np.abs(b).max()), rtol=0)
 
 
-def _head_inputs(dtype=jnp.float32):
+def _head_inputs(dtype=jnp.float32, shape=(3, 10)):
     kh, kw, kt, kg = jax.random.split(jax.random.key(0), 4)
-    hidden = jax.random.normal(kh, (3, 10, 16), dtype)
+    hidden = jax.random.normal(kh, (*shape, 16), dtype)
     kernel = (0.5 * jax.random.normal(kw, (16, 50))).astype(dtype)
-    targets = jax.random.randint(kt, (3, 10), 0, 50)
-    cotangent = jax.random.normal(kg, (3, 10))
+    targets = jax.random.randint(kt, shape, 0, 50)
+    cotangent = jax.random.normal(kg, shape)
     return hidden, kernel, targets, cotangent
 
 
-def test_lm_head_values_and_gradients_match_log_softmax():
-    hidden, kernel, targets, cotangent = _head_inputs()
-
+def _check_head(hidden, kernel, targets, cotangent, scored):
     def reference(h, w):
-        return objectives.token_logps(jnp.einsum("btd,dv->btv", h, w), targets)
+        return jnp.where(scored, objectives.token_logps(jnp.einsum("btd,dv->btv", h, w), targets), 0.0)
 
-    np.testing.assert_allclose(target_logps(hidden, kernel, targets), reference(hidden, kernel), atol=1e-5)
-    ours = jax.grad(lambda h, w: jnp.sum(cotangent * target_logps(h, w, targets)), argnums=(0, 1))(hidden, kernel)
+    ours_fn = jax.jit(target_logps)
+    np.testing.assert_allclose(ours_fn(hidden, kernel, targets, scored), reference(hidden, kernel), atol=1e-5)
+    ours = jax.grad(lambda h, w: jnp.sum(cotangent * ours_fn(h, w, targets, scored)), argnums=(0, 1))(hidden, kernel)
     want = jax.grad(lambda h, w: jnp.sum(cotangent * reference(h, w)), argnums=(0, 1))(hidden, kernel)
     _close(ours, want, 1e-5)
 
 
+def test_lm_head_values_and_gradients_match_log_softmax():
+    hidden, kernel, targets, cotangent = _head_inputs()
+    _check_head(hidden, kernel, targets, cotangent, jnp.ones(targets.shape, bool))
+
+
+@pytest.mark.parametrize("pattern", ["scattered", "short", "none"])
+def test_lm_head_scores_only_the_scored_positions_over_several_chunks(pattern):
+    # 384 positions make three chunks of 128. Row 0 scores scattered positions (all three chunks run),
+    # row 1 a late block, row 2 nothing; "short" scores at most 128 per row (one chunk runs).
+    assert chunk_len(384) == 128
+    hidden, kernel, targets, cotangent = _head_inputs(shape=(3, 384))
+    rng = np.random.default_rng(0)
+    scored = np.zeros((3, 384), bool)
+    if pattern == "scattered":
+        scored[0] = rng.random(384) < 0.6
+        scored[1, 200:330] = True
+    elif pattern == "short":
+        scored[0, rng.choice(384, 128, replace=False)] = True
+        scored[1, 300:] = True
+    _check_head(hidden, kernel, targets, cotangent, jnp.asarray(scored))
+
+
+def test_lm_head_chunk_lengths():
+    assert [chunk_len(t) for t in (10, 128, 256, 384, 512, 1000, 8192)] == [10, 128, 128, 128, 128, 200, 1024]
+
+
 def test_lm_head_bf16_inputs_follow_float32_and_bad_ids_give_nan():
     hidden, kernel, targets, _ = _head_inputs(jnp.bfloat16)
-    ours = target_logps(hidden, kernel, targets)
+    scored = jnp.ones(targets.shape, bool)
+    ours = target_logps(hidden, kernel, targets, scored)
     logits = jnp.einsum("btd,dv->btv", hidden.astype(jnp.float32), kernel.astype(jnp.float32))
     want = objectives.token_logps(logits, targets)
     assert ours.dtype == jnp.float32
     np.testing.assert_allclose(ours, want, atol=1e-4)
-    grads = jax.grad(lambda h, w: target_logps(h, w, targets).sum(), argnums=(0, 1))(hidden, kernel)
+    grads = jax.grad(lambda h, w: target_logps(h, w, targets, scored).sum(), argnums=(0, 1))(hidden, kernel)
     assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.bfloat16]
     bad = targets.at[0, 0].set(50).at[1, 1].set(-1)
-    out = np.asarray(target_logps(hidden, kernel, bad))
+    out = np.asarray(target_logps(hidden, kernel, bad, scored))
     assert np.isnan(out[0, 0]) and np.isnan(out[1, 1]) and np.isfinite(np.delete(out.ravel(), [0, 11])).all()
+    # An unscored position is 0 whatever its id.
+    assert target_logps(hidden, kernel, bad, scored.at[0, 0].set(False))[0, 0] == 0
 
 
 def _plain_attention(q, k, v, mask):

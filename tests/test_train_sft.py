@@ -13,9 +13,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 from train_helpers import tiny_sft_config, write_sft_rows
 
-from janus_jax.train.metrics import read_metrics
+from janus_jax.model import Mistral, MistralConfig
+from janus_jax.train.metrics import read_metrics, train_flops_per_token
 from janus_jax.train.trainer import NonFiniteLossError, train
 
 
@@ -168,3 +170,12 @@ def test_rerunning_a_finished_run_trains_nothing_and_reports_its_metrics(tmp_pat
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == checkpoints
     assert (tmp_path / "metrics.jsonl").read_text() == metrics
     assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "completed"
+
+
+def test_train_flops_count_every_matmul_weight_and_the_head_only_where_scored():
+    cfg = MistralConfig.tiny()
+    weights = sum(x.size for x in jax.tree.leaves(nnx.state(Mistral(cfg, rngs=nnx.Rngs(0)), nnx.Param)))
+    head = cfg.vocab_size * cfg.hidden_size  # the LM head; the embedding (as large) is a lookup
+    attention = 6 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * 128  # QK and PV, causal
+    assert train_flops_per_token(cfg, 128) == 6 * (weights - head) + attention
+    assert train_flops_per_token(cfg, 128, scored_fraction=0.25) == 6 * (weights - 2 * head) + 6 * head / 4 + attention

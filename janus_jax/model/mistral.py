@@ -143,11 +143,15 @@ class Mistral(nnx.Module):
         targets: jax.Array,
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
+        scored: jax.Array | None = None,
     ) -> jax.Array:
         """Log-prob of each target token, [B, T] float32: what every training objective needs.
 
-        Same numbers as ``log_softmax(model(...))[targets]``, but the backward pass recomputes the
-        logits instead of keeping them (janus_jax.model.lm_head).
+        Same numbers as ``log_softmax(model(...))[targets]`` at the ``scored`` positions (all by
+        default) and 0 elsewhere; the LM head runs only where some row still has scored positions and
+        never holds more than one chunk of logits (janus_jax.model.lm_head).
         """
         h, _ = self.hidden_states(input_ids, positions, segment_ids)
-        return lm_head.target_logps(h, self.lm_head.kernel[...].astype(h.dtype), targets.astype(jnp.int32))
+        scored = jnp.ones(targets.shape, bool) if scored is None else scored
+        kernel = self.lm_head.kernel[...].astype(h.dtype)
+        return lm_head.target_logps(h, kernel, targets.astype(jnp.int32), scored)

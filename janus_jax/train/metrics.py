@@ -33,12 +33,17 @@ def peak_flops_per_device() -> float | None:
     return None
 
 
-def train_flops_per_token(cfg: MistralConfig, seq_len: int) -> float:
-    """6 N for the weights plus the attention score/value matmuls (forward + backward)."""
-    n_matmul = cfg.num_params - cfg.vocab_size * cfg.hidden_size  # the embedding lookup is no matmul
+def train_flops_per_token(cfg: MistralConfig, seq_len: int, scored_fraction: float = 1.0) -> float:
+    """6 N for the weights plus the attention score/value matmuls (forward + backward).
+
+    The LM head runs only at scored positions (janus_jax.model.lm_head), so its 6·V·D counts for
+    `scored_fraction` of the tokens; the trainer's logged MFU keeps the convention of 1.
+    """
+    head = cfg.vocab_size * cfg.hidden_size
+    body = cfg.num_params - 2 * head  # the embedding lookup is no matmul
     context = seq_len if cfg.sliding_window is None else min(seq_len, cfg.sliding_window)
     attn = 12 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * context / 2
-    return 6 * n_matmul + attn
+    return 6 * body + 6 * head * scored_fraction + attn
 
 
 class MetricsWriter:

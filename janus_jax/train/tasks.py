@@ -35,9 +35,9 @@ def sft_loss(model, batch: dict[str, jax.Array], ref_model=None) -> LossOutput:
 
 
 def _target_logps(model, batch: dict[str, jax.Array], scored: jax.Array) -> jax.Array:
-    """Per-token log-probs [B, T] of the batch's targets; positions outside `scored` read token 0."""
+    """Per-token log-probs [B, T] of the batch's targets at `scored` positions, 0 elsewhere."""
     targets = jnp.where(scored, batch["targets"], 0)
-    return model.target_logps(batch["input_ids"], targets, batch["positions"], batch["segment_ids"])
+    return model.target_logps(batch["input_ids"], targets, batch["positions"], batch["segment_ids"], scored)
 
 
 def _both_sides(batch: dict[str, jax.Array], key: str) -> jax.Array:
