@@ -3,6 +3,7 @@ scripted LLM on 127.0.0.1, and the result is a Multifaceted-Bench-format file th
 
 import json
 import sys
+import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -25,7 +26,9 @@ def stage_rules(call: Call):
                   "description": f"desc {s} {d}"} for d in DIMENSIONS] for s in range(3)]
         return json.dumps({"preference_sets": sets})
     if "You write system messages" in call.system:
-        return "You are an assistant who keeps answers short."
+        # One per preference set: a prompt's three reference-answer requests must differ, or the
+        # client's cache would answer some of them depending on timing.
+        return f"You are an assistant who keeps answers short ({zlib.crc32(call.user.encode()):08x})."
     return "A gold answer."
 
 
@@ -48,7 +51,7 @@ def test_build_bench_end_to_end(tmp_path):
                           "--per-source", "1", "--sources", "koala", "mt_bench", "--quiet"]) == 0
         assert server.call_count == calls  # resumed entirely from the stage files and the cache
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 6
+    assert len(rows) == 6 and len({(row["system"], row["prompt"]) for row in rows}) == 6
     assert set(rows[0]) == {"source", "preference_set", "system", "prompt", "reference_answer", "rubrics"}
     loaded = load_multifaceted(str(out))
     assert len(loaded.items) == 6 and not loaded.bad_rows
