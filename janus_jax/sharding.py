@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -153,6 +154,21 @@ def constrain_batch(x: jax.Array, *rest: str | None) -> jax.Array:
     rest = tuple(a if a is None or x.shape[i + 1] % mesh.shape[a] == 0 else None for i, a in enumerate(rest))
     spec = PartitionSpec(BATCH_AXES, *rest, *([None] * (x.ndim - 1 - len(rest))))
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def embedding_lookup(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """``table[ids]`` for batch-sharded ids, each device looking up its own rows.
+
+    Why: the table is sharded (vocab over `tensor`, embed over `fsdp`) and its embed split clashes with
+    the batch split over `fsdp`, so XLA gathered every row's ids and looked the whole batch up on every
+    device, then resharded the result. Pinning the table to its vocab split (gathered over `fsdp`, as
+    FSDP gathers every weight before use) lets each device look up its rows in its vocab slice and sum
+    over `tensor`.
+    """
+    mesh = _ACTIVATION_MESH.get()
+    if mesh is not None and table.shape[0] % mesh.shape["tensor"] == 0:
+        table = jax.lax.with_sharding_constraint(table, NamedSharding(mesh, PartitionSpec("tensor", None)))
+    return constrain_batch(jnp.take(table, ids, axis=0))
 
 
 def initialize_distributed() -> None:

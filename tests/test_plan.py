@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,24 @@ def test_table_reports_what_does_not_fit():
     }
     table = plan.format_table([row])
     assert "DOES NOT FIT" in table and "-6.0 (-38%)" in table and "1/32/2" in table
+
+
+def test_sharded_step_gathers_weights_but_never_a_whole_batch_of_activations():
+    # (data, fsdp, tensor) = (2, 2, 2): FSDP gathers weights before use, but no device should ever hold
+    # another device's rows (the embedding lookup used to gather every row to every device).
+    from janus_jax.sharding import make_mesh
+
+    cfg = sft.get_config("tiny")
+    with cfg.unlocked():
+        cfg.model.init_from = ""
+        cfg.mesh.shape = (2, 2, 2)
+    built = plan.build_train_step(cfg, make_mesh((2, 2, 2), jax.devices()[:8]))
+    shapes = plan.batch_shapes(cfg)
+    batch = {k: jax.ShapeDtypeStruct(s, d, sharding=built.batch_shardings[k]) for k, (s, d) in shapes.items()}
+    state = plan._abstract(built.state_shapes, built.state_shardings)
+    hlo = built.fn.lower(state, batch, None).compile().as_text()
+    gathered = re.findall(r"= \w+\[([\d,]*)\]\S* all-gather\(", hlo)
+    assert gathered, "expected FSDP weight all-gathers"
+    rows = cfg.train.global_batch_size // cfg.train.grad_accum_steps
+    full_batch = [dims for dims in gathered if dims.split(",")[0] in (str(rows), str(rows // 2))]
+    assert not full_batch, f"activations all-gathered across the batch: {full_batch}"

@@ -11,7 +11,7 @@ from flax import nnx
 from janus_jax.model import lm_head
 from janus_jax.model.config import MistralConfig
 from janus_jax.model.layers import CacheWrite, DecoderLayer, RMSNorm, linear
-from janus_jax.sharding import constrain_batch
+from janus_jax.sharding import constrain_batch, embedding_lookup
 
 _REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -94,7 +94,7 @@ class Mistral(nnx.Module):
             segment_ids = jnp.ones_like(input_ids, dtype=jnp.int32)
         positions = positions.astype(jnp.int32)
         segment_ids = segment_ids.astype(jnp.int32)
-        x = constrain_batch(self.embed_tokens(input_ids))
+        x = embedding_lookup(self.embed_tokens.embedding[...].astype(jnp.dtype(cfg.dtype)), input_ids)
 
         graphdef, layer_state = nnx.split(self.layers)
         live = (segment_ids != 0).astype(jnp.int32)
