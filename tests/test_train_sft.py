@@ -17,8 +17,9 @@ from flax import nnx
 from train_helpers import tiny_sft_config, write_sft_rows
 
 from janus_jax.model import Mistral, MistralConfig
+from janus_jax.train import tasks
 from janus_jax.train.metrics import read_metrics, train_flops_per_token
-from janus_jax.train.trainer import NonFiniteLossError, train
+from janus_jax.train.trainer import NonFiniteLossError, model_config, train
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def _final_params(workdir):
     return restored["params"]
 
 
-MESH_8 = {"train.max_steps": 5, "mesh.shape": (2, 2, 2)}
+MESH_8 = {"train.max_steps": 5, "mesh.shape": (2, 2, 2), "train.peak_flops_per_device": 1e12}
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +180,25 @@ def test_train_flops_count_every_matmul_weight_and_the_head_only_where_scored():
     attention = 6 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * 128  # QK and PV, causal
     assert train_flops_per_token(cfg, 128) == 6 * (weights - head) + attention
     assert train_flops_per_token(cfg, 128, scored_fraction=0.25) == 6 * (weights - 2 * head) + 6 * head / 4 + attention
+
+
+def test_logged_mfu_counts_the_head_only_at_the_scored_tokens(data_file, eight_device_run):
+    mcfg = model_config(tiny_sft_config(data_file))
+    rows = [r for r in read_metrics(eight_device_run) if "mfu" in r]
+    assert len(rows) == 5
+    for r in rows:  # mfu = tokens/s * FLOPs per token / (peak * devices), prompts unscored
+        flops_per_token = r["mfu"] * 1e12 * jax.device_count() / r["tokens_per_second"]
+        assert train_flops_per_token(mcfg, 128, 0.0) < flops_per_token < train_flops_per_token(mcfg, 128, 0.99)
+
+
+def test_head_positions_follow_each_objective():
+    pair = {
+        "chosen_loss_weights": np.array([[0, 1, 1, 0]]),
+        "rejected_loss_weights": np.array([[0, 0, 1, 0]]),
+        "chosen_segment_ids": np.array([[1, 1, 1, 0]]),
+        "rejected_segment_ids": np.array([[1, 1, 1, 1]]),
+    }
+    assert tasks.head_positions("sft", {"loss_weights": np.array([[0, 0.5, 1]]), "segment_ids": np.ones((1, 3))}) == 2
+    assert tasks.head_positions("dpo", pair) == 3
+    assert tasks.head_positions("orpo", pair) == 7
+    assert tasks.head_positions("rm", pair) == 0

@@ -37,7 +37,7 @@ def train_flops_per_token(cfg: MistralConfig, seq_len: int, scored_fraction: flo
     """6 N for the weights plus the attention score/value matmuls (forward + backward).
 
     The LM head runs only at scored positions (janus_jax.model.lm_head), so its 6·V·D counts for
-    `scored_fraction` of the tokens; the trainer's logged MFU keeps the convention of 1.
+    `scored_fraction` of the tokens (the trainer passes the share its objective scores).
     """
     head = cfg.vocab_size * cfg.hidden_size
     body = cfg.num_params - 2 * head  # the embedding lookup is no matmul

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from ml_collections import ConfigDict
 
 from janus_jax import objectives
@@ -161,6 +162,15 @@ def rm_loss(model, batch, ref_model=None) -> LossOutput:
             "rewards/accuracies": jnp.sum(w * (rc > rr)),
         },
     )
+
+
+def head_positions(objective: str, batch: dict[str, np.ndarray]) -> int:
+    """Positions at which the objective runs the LM head in a host-local batch (for FLOP counts):
+    the loss-weighted ones for SFT and DPO, every real token for ORPO, none for the reward model."""
+    if objective == "rm":
+        return 0
+    suffix = "segment_ids" if objective == "orpo" else "loss_weights"
+    return int(sum((value > 0).sum() for key, value in batch.items() if key.endswith(suffix)))
 
 
 def get_objective(cfg: ConfigDict):

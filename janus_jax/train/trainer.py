@@ -230,17 +230,17 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
     eval_fn = jax.jit(make_eval_step(graphdef, objective, mesh, ref_graphdef))
     writer = MetricsWriter(workdir, enabled=is_main)
     seq_len = int(cfg.data.seq_len)
-    flops_per_token = train_flops_per_token(mcfg, seq_len)
     peak = cfg.train.get("peak_flops_per_device") or peak_flops_per_device()
     bar = _progress(is_main, start, total_steps)
 
     last: dict[str, Any] = _last_logged(workdir) if is_main else {}
-    window_tokens, window_start = 0, time.perf_counter()
+    window_tokens, window_head, window_start = 0, 0, time.perf_counter()
     status = "failed"
     try:
         for step in range(start, total_steps):
             local = data.train.batch(step)
             window_tokens += _count_tokens(local)
+            window_head += tasks.head_positions(cfg.objective, local) * jax.process_count()
             state, metrics = step_fn(state, _global_batch(local, mesh), ref_params)
             done = step + 1
             if done % cfg.train.log_every == 0 or done == total_steps:
@@ -252,13 +252,14 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
                 elapsed = time.perf_counter() - window_start
                 values["tokens_per_second"] = window_tokens / max(elapsed, 1e-9)
                 if peak:
+                    flops_per_token = train_flops_per_token(mcfg, seq_len, window_head / max(window_tokens, 1))
                     values["mfu"] = values["tokens_per_second"] * flops_per_token / (peak * jax.device_count())
                 values["epoch"] = step / steps_per_epoch
                 writer.write(done, values)
                 last = {"step": done, **values}
                 bar.update(done - bar.n)
                 bar.set_postfix(loss=f"{values['loss']:.4f}", tok_s=f"{values['tokens_per_second']:.0f}")
-                window_tokens, window_start = 0, time.perf_counter()
+                window_tokens, window_head, window_start = 0, 0, time.perf_counter()
             periodic = bool(cfg.train.eval_every) and done % cfg.train.eval_every == 0
             if data.eval is not None and (periodic or done == total_steps):
                 eval_metrics = evaluate(eval_fn, state["params"], data.eval, mesh, ref_params)
