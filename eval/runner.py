@@ -29,7 +29,7 @@ from eval.engine import generate, judge, rescore_rows
 from eval.parsing import PARSER_VERSION
 from eval.report import write_report
 from eval.source_map import normalize
-from eval.store import RowStore, write_json
+from eval.store import RowStore, row_key, write_json
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,16 @@ def read_baseline(path: str, items: list[Item]) -> tuple[dict[str, str], dict[st
     return baseline, problems
 
 
+def in_item_order(snapshots: list[dict], judgments: list[dict], key_fields: tuple[str, ...]) -> list[dict]:
+    """Judgments sorted by their item's place in the benchmark, then by key.
+
+    Judge replies are stored as they arrive; statistics whose resampling or folds follow row order
+    (AlpacaEval's LC fit picks its regularisation by cross-validation) must not depend on that order.
+    """
+    position = {row["id"]: i for i, row in enumerate(snapshots)}
+    return sorted(judgments, key=lambda row: (position.get(row["id"], len(position)), row_key(row, key_fields)))
+
+
 def score_dir(out: str | Path) -> dict[str, Any]:
     """Aggregate a run directory's stored judgments and write scores.json and the report."""
     out = Path(out)
@@ -219,13 +229,7 @@ def score_dir(out: str | Path) -> dict[str, Any]:
     snapshots = RowStore(out / "items.jsonl", ("id",))
     judgments = RowStore(out / "judgments.jsonl", module.KEY_FIELDS)
     try:
-        # Judge replies are stored as they arrive; aggregate them in item order so that statistics
-        # whose resampling or folds follow row order give the same numbers on every run and rescore.
-        position = {row["id"]: i for i, row in enumerate(snapshots.values())}
-        ordered = sorted(
-            judgments.values(),
-            key=lambda row: (position.get(row["id"], len(position)), [repr(row.get(k)) for k in module.KEY_FIELDS]),
-        )
+        ordered = in_item_order(snapshots.values(), judgments.values(), module.KEY_FIELDS)
         scores = module.aggregate(snapshots.values(), ordered, settings)
     finally:
         snapshots.close()

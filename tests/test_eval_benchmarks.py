@@ -25,6 +25,7 @@ from eval.benchmarks import (  # noqa: E402
 )
 from eval.cli import main as eval_main  # noqa: E402
 from eval.prompts import absolute_messages, arena_messages  # noqa: E402
+from eval.runner import in_item_order  # noqa: E402
 from eval.source_map import map_sources  # noqa: E402
 
 
@@ -148,8 +149,11 @@ def test_alpaca_eval_scores_do_not_depend_on_the_order_judge_replies_arrive():
         for k, it in enumerate(items)
     ]
     arrived = [judgments[k] for k in (10, 4, 1, 6, 2, 7, 11, 3, 0, 9, 5, 8)]  # this order changed the LC fit
-    settings = RunSettings()
-    assert alpaca_eval.aggregate(snapshots, arrived, settings) == alpaca_eval.aggregate(snapshots, judgments, settings)
+
+    def scores(rows):  # as score_dir aggregates a run directory's judgments
+        return alpaca_eval.aggregate(snapshots, in_item_order(snapshots, rows, alpaca_eval.KEY_FIELDS), RunSettings())
+
+    assert scores(arrived) == scores(judgments)
 
 
 def test_alpaca_eval_from_answer_file(tmp_path):

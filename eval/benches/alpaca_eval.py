@@ -49,10 +49,7 @@ def judge_jobs(items: list[Item], answers: dict[str, list], settings: RunSetting
 
 def aggregate(snapshots: list[dict], judgments: list[dict], settings: RunSettings) -> dict[str, Any]:
     meta = {s["id"]: s for s in snapshots}
-    # In AlpacaEval's instruction order: judge replies arrive in any order, and the LC fit's
-    # cross-validation folds follow row order.
-    rows = sorted((r for r in judgments if r.get("value") is not None and r["id"] in meta),
-                  key=lambda r: meta[r["id"]]["index"])
+    rows = [r for r in judgments if r.get("value") is not None and r["id"] in meta]
     problems = judge_failures(judgments)
     if len(rows) < 2:
         return {"metric": "win rate (%)", "overall": None, "counts": {"items": len(snapshots)}, "problems": problems}
