@@ -176,6 +176,16 @@ def attention_scores_bytes(cfg: ConfigDict, mesh_shape: tuple[int, int, int]) ->
     return math.ceil(rows / (data * fsdp)) * math.ceil(heads / tensor) * block * seq * 4
 
 
+def lower_abstract(built: TrainStep, cfg: ConfigDict) -> jax.stages.Lowered:
+    """The step lowered on abstract state, batch and reference (no array is allocated)."""
+    batch = {
+        k: jax.ShapeDtypeStruct(shape, dtype, sharding=built.batch_shardings[k])
+        for k, (shape, dtype) in batch_shapes(cfg).items()
+    }
+    ref = None if built.ref_shapes is None else _abstract(built.ref_shapes, built.ref_shardings)
+    return built.fn.lower(_abstract(built.state_shapes, built.state_shardings), batch, ref)
+
+
 def plan_here(cfg: ConfigDict, mesh_shape: tuple[int, int, int]) -> dict[str, Any]:
     """Compile the step for `mesh_shape` on this process's devices; per-device bytes from XLA."""
     from janus_jax.sharding import make_mesh
@@ -187,13 +197,8 @@ def plan_here(cfg: ConfigDict, mesh_shape: tuple[int, int, int]) -> dict[str, An
     mesh = make_mesh(mesh_shape)
     built = build_train_step(cfg, mesh)
     shapes = batch_shapes(cfg)
-    batch = {
-        k: jax.ShapeDtypeStruct(shape, dtype, sharding=built.batch_shardings[k]) for k, (shape, dtype) in shapes.items()
-    }
-    ref = None if built.ref_shapes is None else _abstract(built.ref_shapes, built.ref_shardings)
     start = time.perf_counter()
-    lowered = built.fn.lower(_abstract(built.state_shapes, built.state_shardings), batch, ref)
-    compiled = lowered.compile()
+    compiled = lower_abstract(built, cfg).compile()
     compile_s = time.perf_counter() - start
     stats = compiled.memory_analysis()
     if stats is None:

@@ -148,10 +148,7 @@ def test_sharded_step_gathers_weights_but_never_a_whole_batch_of_activations():
         cfg.model.init_from = ""
         cfg.mesh.shape = (2, 2, 2)
     built = plan.build_train_step(cfg, make_mesh((2, 2, 2), jax.devices()[:8]))
-    shapes = plan.batch_shapes(cfg)
-    batch = {k: jax.ShapeDtypeStruct(s, d, sharding=built.batch_shardings[k]) for k, (s, d) in shapes.items()}
-    state = plan._abstract(built.state_shapes, built.state_shardings)
-    hlo = built.fn.lower(state, batch, None).compile().as_text()
+    hlo = plan.lower_abstract(built, cfg).compile().as_text()
     gathered = re.findall(r"= \w+\[([\d,]*)\]\S* all-gather\(", hlo)
     assert gathered, "expected FSDP weight all-gathers"
     rows = cfg.train.global_batch_size // cfg.train.grad_accum_steps
