@@ -164,13 +164,21 @@ def rm_loss(model, batch, ref_model=None) -> LossOutput:
     )
 
 
+def _count_positive(batch: dict[str, np.ndarray], suffix: str) -> int:
+    return int(sum((value > 0).sum() for key, value in batch.items() if key.endswith(suffix)))
+
+
+def real_tokens(batch: dict[str, np.ndarray]) -> int:
+    """Non-padding tokens in a host-local batch (both sides of preference pairs)."""
+    return _count_positive(batch, "segment_ids")
+
+
 def head_positions(objective: str, batch: dict[str, np.ndarray]) -> int:
     """Positions at which the objective runs the LM head in a host-local batch (for FLOP counts):
     the loss-weighted ones for SFT and DPO, every real token for ORPO, none for the reward model."""
     if objective == "rm":
         return 0
-    suffix = "segment_ids" if objective == "orpo" else "loss_weights"
-    return int(sum((value > 0).sum() for key, value in batch.items() if key.endswith(suffix)))
+    return real_tokens(batch) if objective == "orpo" else _count_positive(batch, "loss_weights")
 
 
 def get_objective(cfg: ConfigDict):

@@ -105,10 +105,6 @@ def _global_batch(local: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
     }
 
 
-def _count_tokens(local: dict[str, np.ndarray]) -> int:
-    return int(sum((v > 0).sum() for k, v in local.items() if k.endswith("segment_ids"))) * jax.process_count()
-
-
 def _last_logged(workdir: Path) -> dict[str, Any]:
     """The latest train and eval metrics already in metrics.jsonl (what a finished run reports on rerun)."""
     last: dict[str, Any] = {}
@@ -239,7 +235,7 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
     try:
         for step in range(start, total_steps):
             local = data.train.batch(step)
-            window_tokens += _count_tokens(local)
+            window_tokens += tasks.real_tokens(local) * jax.process_count()
             window_head += tasks.head_positions(cfg.objective, local) * jax.process_count()
             state, metrics = step_fn(state, _global_batch(local, mesh), ref_params)
             done = step + 1
