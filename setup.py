@@ -40,13 +40,13 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "janus-train=janus_jax.train.cli:main",
-            "janus-export=janus_jax.train.export:main",
+            "janus-train=janus_jax.cli.train:main",
+            "janus-export=janus_jax.cli.export:main",
             "janus-plan=janus_jax.plan:main",
-            "janus-generate=janus_jax.generate:main",
+            "janus-generate=janus_jax.cli.generate:main",
             "janus-serve=janus_jax.serve.cli:main",
-            "janus-precompute-ref=janus_jax.train.reference:main",
-            "janus-best-of-n=janus_jax.best_of_n:main",
+            "janus-precompute-ref=janus_jax.cli.precompute_ref:main",
+            "janus-best-of-n=janus_jax.cli.best_of_n:main",
         ]
     },
 )

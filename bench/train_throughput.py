@@ -32,18 +32,16 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from ml_collections import ConfigDict
 
 from configs import dpo as dpo_configs
 from configs import sft as sft_configs
 from janus_jax.model import MistralConfig
 from janus_jax.model.attention import resolve_impl
-from janus_jax.plan import batch_shapes, build_train_step
+from janus_jax.objectives import get_objective
 from janus_jax.sharding import make_mesh
 from janus_jax.train.metrics import peak_flops_per_device, train_flops_per_token
-from janus_jax.train.reference import frozen_copy
-from janus_jax.train.trainer import build_module, model_config
+from janus_jax.train.run import batch_layout, build_run, model_config
 
 # Mistral-shaped models. `cpu`: the decode benchmark's shape, 34M parameters, of which 24.6M sit in
 # the (untied) 32000-token embedding and LM head, as in Mistral-7B. `1b`: TinyLlama-1.1B's shape
@@ -97,7 +95,7 @@ def synthetic_batch(cfg: ConfigDict, vocab: int, scored_fraction: float, seed: i
     seq = int(cfg.data.seq_len)
     prompt = seq - round(seq * scored_fraction)
     out: dict[str, np.ndarray] = {}
-    for key, (shape, dtype) in batch_shapes(cfg).items():
+    for key, (shape, dtype) in batch_layout(cfg, get_objective(cfg.objective)).items():
         name = key.removeprefix("chosen_").removeprefix("rejected_")
         if name in ("input_ids", "targets"):
             value = rng.integers(3, vocab, size=shape)
@@ -125,23 +123,15 @@ class JanusStep:
     """The trainer's jitted step on real arrays; each call runs one optimizer step to completion."""
 
     def __init__(self, cfg: ConfigDict, mesh, scored_fraction: float):
-        self.mcfg = model_config(cfg)
-        built = build_train_step(cfg, mesh)
-        init = jax.jit(
-            lambda: nnx.state(build_module(cfg, self.mcfg, nnx.Rngs(0)), nnx.Param),
-            out_shardings=built.state_shardings["params"],
-        )
-        params = init()
-        self.ref = None
-        if built.ref_shapes is not None:
-            self.ref = frozen_copy(params, cfg.dpo.reference_dtype)
-        opt_state = jax.jit(built.tx.init, out_shardings=built.state_shardings["opt_state"])(params)
-        step = jax.device_put(jnp.zeros((), jnp.int32), built.state_shardings["step"])
-        self.state = {"params": params, "opt_state": opt_state, "step": step}
+        run = build_run(cfg, mesh=mesh, with_data=False)
+        self.mcfg = run.model_config
+        params = run.initial_params()
+        self.ref = run.reference_params(workdir=None, initial=params)
+        self.state = run.fresh_state(params)
         batch = synthetic_batch(cfg, self.mcfg.vocab_size, scored_fraction)
-        self.batch = {k: jax.device_put(v, built.batch_shardings[k]) for k, v in batch.items()}
-        self.fn = built.fn
-        self.num_params = built.num_params
+        self.batch = {k: jax.device_put(v, run.batch_shapes[k].sharding) for k, v in batch.items()}
+        self.fn = run.step_fn
+        self.num_params = run.num_params
         self.tokens = int(cfg.train.global_batch_size) * int(cfg.data.seq_len) * (2 if cfg.objective == "dpo" else 1)
 
     def __call__(self) -> None:
@@ -346,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
     names = ["sft"] + ([] if args.skip_dpo else ["dpo_model", "dpo_precomputed"])
     sft_cfg = run_config("sft", args)
     mcfg = model_config(sft_cfg)
-    num_params = build_train_step(sft_cfg, mesh).num_params
+    num_params = build_run(sft_cfg, mesh=mesh, with_data=False).num_params
     tokens = args.batch_size * args.seq_len
     if gpu:
         # One step at a time, each freed before the next is built: a 1B model's state and activations

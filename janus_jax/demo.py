@@ -36,10 +36,10 @@ def _training_instruction(cfg) -> tuple[str, list[str]]:
 
 
 def _sample_replies(workdir: Path, prompt: str, systems: list[str]) -> None:
+    from janus_jax.load import load_model
     from janus_jax.prompts import render_prompt_ids
     from janus_jax.sample import Sampler, SamplingParams
     from janus_jax.tokenizer import load_tokenizer
-    from janus_jax.train.checkpoint import load_model
 
     tok = load_tokenizer()
     model = load_model(workdir)

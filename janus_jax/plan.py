@@ -93,63 +93,11 @@ def choose_mesh(cfg: ConfigDict, num_devices: int) -> tuple[int, int, int]:
     return new_data, new_fsdp, num_devices // (new_data * new_fsdp)
 
 
-def batch_shapes(cfg: ConfigDict) -> dict[str, tuple[tuple[int, ...], Any]]:
-    """Shape and dtype of every array of one global batch, as janus_jax.data builds it."""
-    from janus_jax.data.packing import SFT_KEYS
-    from janus_jax.train.data_setup import PAIR_OBJECTIVES
+def build_train_step(cfg: ConfigDict, mesh, total_steps: int = 1000):
+    """The trainer's own construction (`janus_jax.train.run.build_run`), on abstract values only."""
+    from janus_jax.train.run import build_run
 
-    rows, seq = int(cfg.train.global_batch_size), int(cfg.data.seq_len)
-    dtype = {"loss_weights": jnp.float32}
-    if cfg.objective not in PAIR_OBJECTIVES:
-        return {k: ((rows, seq), dtype.get(k, jnp.int32)) for k in SFT_KEYS}
-    out = {f"{side}_{k}": ((rows, seq), dtype.get(k, jnp.int32)) for side in ("chosen", "rejected") for k in SFT_KEYS}
-    out.update({f"{side}_lengths": ((rows,), jnp.int32) for side in ("chosen", "rejected")})
-    out.update(prompt_lengths=((rows,), jnp.int32), pair_weights=((rows,), jnp.float32), pair_ids=((rows,), jnp.int32))
-    if cfg.objective == "dpo" and cfg.dpo.reference == "precomputed":
-        out.update(ref_chosen_logps=((rows,), jnp.float32), ref_rejected_logps=((rows,), jnp.float32))
-    return out
-
-
-@dataclasses.dataclass
-class TrainStep:
-    """The trainer's jitted step and what it takes: state, batch and reference layouts, the optimizer."""
-
-    fn: Any
-    graphdef: Any
-    tx: Any
-    state_shapes: Any
-    state_shardings: Any
-    batch_shardings: dict[str, Any]
-    ref_shapes: Any
-    ref_shardings: Any
-    num_params: int
-
-
-def build_train_step(cfg: ConfigDict, mesh, total_steps: int = 1000) -> TrainStep:
-    """The trainer's own construction (janus_jax.train.trainer.train), on abstract values only."""
-    from janus_jax.sharding import batch_sharding
-    from janus_jax.train import tasks
-    from janus_jax.train.trainer import jit_train_step, model_config, state_spec
-
-    mcfg = model_config(cfg)
-    objective = tasks.get_objective(cfg)
-    spec = state_spec(cfg, mcfg, mesh, total_steps)
-    abstract_params = spec.shapes["params"]
-    batch_sh = {k: batch_sharding(mesh, len(shape)) for k, (shape, _) in batch_shapes(cfg).items()}
-    ref_graphdef = ref_shapes = ref_sh = None
-    if cfg.objective == "dpo" and cfg.dpo.reference == "model":
-        ref_graphdef = spec.graphdef
-        ref_dtype = jnp.dtype(cfg.dpo.reference_dtype)
-        ref_shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, ref_dtype), abstract_params)
-        ref_sh = spec.param_shardings
-    fn = jit_train_step(spec, cfg, objective, mesh, batch_sh, ref_graphdef, ref_sh)
-    n = sum(math.prod(p.shape) for p in jax.tree.leaves(abstract_params))
-    graphdef, tx, state_shapes, state_sh = spec.graphdef, spec.tx, spec.shapes, spec.shardings
-    return TrainStep(fn, graphdef, tx, state_shapes, state_sh, batch_sh, ref_shapes, ref_sh, n)
-
-
-def _abstract(shapes, shardings):
-    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+    return build_run(cfg, mesh=mesh, with_data=False, total_steps=total_steps)
 
 
 def _bytes_per_device(shapes, shardings) -> int:
@@ -160,30 +108,25 @@ def _bytes_per_device(shapes, shardings) -> int:
     return total
 
 
-def attention_scores_bytes(cfg: ConfigDict, mesh_shape: tuple[int, int, int]) -> int:
+def attention_scores_bytes(run) -> int:
     """The XLA path's largest float32 score buffer per device: its last query block against every key
     (absent with flash attention)."""
     from janus_jax.model.attention import causal_blocks_for
-    from janus_jax.train.data_setup import PAIR_OBJECTIVES
-    from janus_jax.train.trainer import model_config
 
-    data, fsdp, tensor = mesh_shape
+    data, fsdp, tensor = (run.mesh.shape[a] for a in ("data", "fsdp", "tensor"))
+    cfg = run.cfg
     rows = int(cfg.train.global_batch_size) // int(cfg.train.grad_accum_steps)
-    rows *= 2 if cfg.objective in PAIR_OBJECTIVES else 1  # chosen and rejected in one forward
-    heads = model_config(cfg).num_attention_heads
+    rows *= 2 if run.objective.pairs else 1  # chosen and rejected in one forward
+    heads = run.model_config.num_attention_heads
     seq = int(cfg.data.seq_len)
     block = math.ceil(seq / causal_blocks_for(seq))
     return math.ceil(rows / (data * fsdp)) * math.ceil(heads / tensor) * block * seq * 4
 
 
-def lower_abstract(built: TrainStep, cfg: ConfigDict) -> jax.stages.Lowered:
+def lower_abstract(run, cfg: ConfigDict | None = None) -> jax.stages.Lowered:
     """The step lowered on abstract state, batch and reference (no array is allocated)."""
-    batch = {
-        k: jax.ShapeDtypeStruct(shape, dtype, sharding=built.batch_shardings[k])
-        for k, (shape, dtype) in batch_shapes(cfg).items()
-    }
-    ref = None if built.ref_shapes is None else _abstract(built.ref_shapes, built.ref_shardings)
-    return built.fn.lower(_abstract(built.state_shapes, built.state_shardings), batch, ref)
+    del cfg  # the run carries its config
+    return run.lower()
 
 
 def plan_here(cfg: ConfigDict, mesh_shape: tuple[int, int, int]) -> dict[str, Any]:
@@ -195,25 +138,23 @@ def plan_here(cfg: ConfigDict, mesh_shape: tuple[int, int, int]) -> dict[str, An
     # its [rows, heads, T, T] score buffer so that GPU users can see what flash attention saves.
     cfg.model.attention_impl = "xla"
     mesh = make_mesh(mesh_shape)
-    built = build_train_step(cfg, mesh)
-    shapes = batch_shapes(cfg)
+    run = build_train_step(cfg, mesh)
     start = time.perf_counter()
-    compiled = lower_abstract(built, cfg).compile()
+    compiled = lower_abstract(run, cfg).compile()
     compile_s = time.perf_counter() - start
     stats = compiled.memory_analysis()
     if stats is None:
         raise RuntimeError(f"the {jax.default_backend()} backend reports no memory analysis for compiled programs")
-    state_bytes = _bytes_per_device(built.state_shapes, built.state_shardings)
-    ref_bytes = 0 if built.ref_shapes is None else _bytes_per_device(built.ref_shapes, built.ref_shardings)
-    batch_bytes = sum(
-        math.prod(built.batch_shardings[k].shard_shape(shape)) * jnp.dtype(dtype).itemsize
-        for k, (shape, dtype) in shapes.items()
-    )
+    state_bytes = _bytes_per_device(run.state_shapes, run.state_shardings)
+    ref = run.reference
+    ref_bytes = 0 if ref is None else _bytes_per_device(ref.shapes, ref.shardings)
+    batch = run.batch_shapes
+    batch_bytes = sum(math.prod(s.sharding.shard_shape(s.shape)) * jnp.dtype(s.dtype).itemsize for s in batch.values())
     peak = stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
     peak += stats.temp_size_in_bytes
     return {
         "mesh": dict(zip(("data", "fsdp", "tensor"), mesh_shape)),
-        "num_params": built.num_params,
+        "num_params": run.num_params,
         "state_bytes": state_bytes,
         "reference_bytes": ref_bytes,
         "batch_bytes": batch_bytes,
@@ -222,7 +163,7 @@ def plan_here(cfg: ConfigDict, mesh_shape: tuple[int, int, int]) -> dict[str, An
         "output_bytes": int(stats.output_size_in_bytes),
         "alias_bytes": int(stats.alias_size_in_bytes),
         "total_bytes": int(peak),
-        "attention_scores_bytes": attention_scores_bytes(cfg, mesh_shape),
+        "attention_scores_bytes": attention_scores_bytes(run),
         "compile_seconds": round(compile_s, 1),
     }
 

@@ -195,3 +195,12 @@ def initialize_distributed() -> None:
         or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS")
     ):
         jax.distributed.initialize()
+
+
+def host_copy(arr: jax.Array) -> np.ndarray:
+    """The whole of a (possibly multi-host sharded) array as numpy, on every host."""
+    if jax.process_count() > 1 and not arr.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(arr, tiled=True))
+    return np.asarray(jax.device_get(arr))

@@ -9,7 +9,8 @@ import pytest
 from test_train_preference import SAMPLES, VOCAB, tiny, write_sample_tokenizer
 
 from configs import rm
-from janus_jax.best_of_n import RewardScorer, load_reward_model, main, run_settings, select_best
+from janus_jax.best_of_n import RewardScorer, load_reward_model, run_settings, select_best
+from janus_jax.cli.best_of_n import main
 from janus_jax.tokenizer import load_tokenizer
 from janus_jax.train.metrics import read_metrics
 from janus_jax.train.trainer import train

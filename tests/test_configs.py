@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from janus_jax.train.trainer import model_config
+from janus_jax.train.run import model_config
 from launch.sweep import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -14,6 +14,7 @@ PRESETS = {
     "dpo": ["tiny", "janus_dpo_7b"],
     "orpo": ["tiny", "janus_orpo_7b"],
     "rm": ["tiny", "janus_rm_7b"],
+    "simpo": ["tiny", "janus_simpo_7b"],
 }
 
 

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 import janus_jax
-from janus_jax.generate import main
+from janus_jax.cli.generate import main
 from janus_jax.model import Mistral, MistralConfig
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-TRAIN = [sys.executable, "-m", "janus_jax.train.cli"]
+TRAIN = [sys.executable, "-m", "janus_jax.cli.train"]
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,10 @@
-"""Parity of janus_jax.objectives with TRL's formulas, written out again in NumPy below.
+"""Parity of the training objectives with TRL's formulas, written out again in NumPy below.
 
-The NumPy functions follow TRL's code (DPOTrainer.dpo_loss, ORPOTrainer.odds_ratio_loss and
-get_batch_logps); the JAX side runs in float64 so agreement to 1e-6 tests the formulas, not rounding.
+The NumPy functions follow TRL's code (DPOTrainer.dpo_loss, ORPOTrainer.odds_ratio_loss, CPOTrainer's
+SimPO loss and get_batch_logps). The parity tests run each objective's own loss (the function the train
+step calls: masks, pair stacking, sums, formula, metrics) on a model whose log-probs come from known
+logits, in float64, so agreement to 1e-6 tests the path training runs, not rounding. The formula-level
+tests below them cover edge cases (saturated log-probs, huge margins, bad settings).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from janus_jax import objectives as obj
+from janus_jax.objectives import REGISTRY
+from janus_jax.objectives import formulas as obj
 
 TOL = {"rtol": 1e-6, "atol": 1e-6}
 
@@ -94,80 +98,6 @@ def trl_orpo(chosen_logps, rejected_logps, nll_loss, beta):
 def assert_finite_tree(tree):
     for leaf in jax.tree.leaves(tree):
         assert np.all(np.isfinite(np.asarray(leaf))), leaf
-
-
-# ------------------------------------------------------------------------------------------------
-# sequence_logps
-# ------------------------------------------------------------------------------------------------
-
-
-def test_sequence_logps_matches_numpy_and_ignores_zero_weight_positions(x64):
-    rng = np.random.default_rng(0)
-    batch, length, vocab = 3, 9, 13
-    logits = rng.normal(scale=3.0, size=(batch, length, vocab))
-    targets = rng.integers(0, vocab, size=(batch, length))
-    weights = (rng.random((batch, length)) > 0.4).astype(np.float64)
-    weights[0] = 0.0  # a padding row: no tokens at all
-
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_softmax = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    per_token = np.take_along_axis(log_softmax, targets[..., None], axis=-1)[..., 0]
-    expected = np.where(weights > 0, per_token, 0.0).sum(-1)
-
-    summed, counts = obj.sequence_logps(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights))
-    np.testing.assert_allclose(summed, expected, **TOL)
-    np.testing.assert_array_equal(counts, (weights > 0).sum(-1))
-    assert counts.dtype == jnp.int32
-
-    # Garbage ids where weight is 0 (TRL's -100, out-of-vocab) change nothing and produce no NaN.
-    garbage = np.where(weights > 0, targets, np.where(rng.random(targets.shape) > 0.5, -100, vocab + 7))
-    summed_garbage, _ = jax.jit(obj.sequence_logps)(logits, garbage, weights)
-    np.testing.assert_allclose(summed_garbage, expected, **TOL)
-
-    means = obj.mean_logps(summed, counts)
-    np.testing.assert_allclose(means[1:], expected[1:] / (weights[1:] > 0).sum(-1), **TOL)
-    assert float(means[0]) == 0.0
-
-
-def test_sequence_logps_reproduces_trl_get_batch_logps_after_the_callers_shift(x64):
-    rng = np.random.default_rng(1)
-    batch, length, vocab = 4, 10, 17
-    logits = rng.normal(size=(batch, length, vocab))
-    input_ids = rng.integers(0, vocab, size=(batch, length))
-    prompt_lens = np.array([2, 3, 5, 1])
-    real_lens = np.array([10, 8, 9, 4])
-    positions = np.arange(length)[None]
-    labels = np.where((positions >= prompt_lens[:, None]) & (positions < real_lens[:, None]), input_ids, -100)
-
-    for average in (False, True):
-        expected = trl_get_batch_logps(logits, labels, average_log_prob=average)
-        summed, counts = obj.sequence_logps(
-            jnp.asarray(logits[:, :-1]), jnp.asarray(input_ids[:, 1:]), jnp.asarray(labels[:, 1:] != -100)
-        )
-        got = obj.mean_logps(summed, counts) if average else summed
-        np.testing.assert_allclose(got, expected, **TOL)
-
-
-def test_sequence_logps_upcasts_bf16_logits_and_checks_shapes():
-    logits = jnp.asarray(np.random.default_rng(2).normal(size=(2, 4, 8)), dtype=jnp.bfloat16)
-    targets = jnp.zeros((2, 4), jnp.int32)
-    summed, _ = obj.sequence_logps(logits, targets, jnp.ones((2, 4)))
-    assert summed.dtype == jnp.float32
-    expected = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)[..., 0].sum(-1)
-    np.testing.assert_allclose(summed, expected, rtol=1e-6)
-
-    with pytest.raises(ValueError, match="targets shape"):
-        obj.sequence_logps(logits, jnp.zeros((2, 3), jnp.int32), jnp.ones((2, 3)))
-    with pytest.raises(ValueError, match="weights shape"):
-        obj.sequence_logps(logits, targets, jnp.ones((2, 5)))
-    with pytest.raises(ValueError, match="logits must be"):
-        obj.sequence_logps(logits[0], targets[0], jnp.ones((4,)))
-
-
-def test_out_of_vocab_target_at_a_weighted_position_shows_up_as_nan():
-    logits = jnp.zeros((1, 2, 5))
-    summed, _ = obj.sequence_logps(logits, jnp.array([[1, 9]]), jnp.ones((1, 2)))
-    assert np.isnan(float(summed[0]))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -274,25 +204,22 @@ def _orpo_inputs(rng, batch=24):
     return chosen, rejected
 
 
-def test_orpo_loss_and_metrics_match_trl(x64):
+def test_orpo_formula_matches_trl_at_edge_log_probs(x64):
     rng = np.random.default_rng(5)
     chosen, rejected = _orpo_inputs(rng)
     nll = 1.7345
     for lam in (0.1, 0.25):
         expected_loss, expected_metrics = trl_orpo(chosen, rejected, nll, lam)
-        losses, metrics = obj.orpo_loss(jnp.asarray(chosen), jnp.asarray(rejected), jnp.asarray(nll), lam=lam)
+        losses, log_odds = obj.orpo_loss(jnp.asarray(chosen), jnp.asarray(rejected), jnp.asarray(nll), lam=lam)
         assert losses.shape == chosen.shape
         np.testing.assert_allclose(losses.mean(), expected_loss, **TOL)
-        for name, value in expected_metrics.items():
-            np.testing.assert_allclose(metrics[name], value, **TOL, err_msg=name)
-        np.testing.assert_allclose(metrics["or_loss"], -expected_metrics["log_odds_ratio"], **TOL)
+        np.testing.assert_allclose(log_odds.mean(), expected_metrics["log_odds_chosen"], **TOL)
 
     # Per-pair NLL: each pair's loss is its own NLL + lam * L_OR.
     per_pair_nll = rng.uniform(0.5, 3.0, size=chosen.shape)
-    losses, metrics = obj.orpo_loss(jnp.asarray(chosen), jnp.asarray(rejected), jnp.asarray(per_pair_nll), lam=0.1)
+    losses, _ = obj.orpo_loss(jnp.asarray(chosen), jnp.asarray(rejected), jnp.asarray(per_pair_nll), lam=0.1)
     log_odds = (chosen - rejected) - (trl_log1mexp(chosen) - trl_log1mexp(rejected))
     np.testing.assert_allclose(losses, per_pair_nll - 0.1 * np_log_sigmoid(log_odds), **TOL)
-    np.testing.assert_allclose(metrics["nll_loss"], per_pair_nll.mean(), **TOL)
 
 
 def test_orpo_log1mexp_is_accurate_on_both_branches(x64):
@@ -301,7 +228,7 @@ def test_orpo_log1mexp_is_accurate_on_both_branches(x64):
     exact = [
         math.log(-math.expm1(v)) if v > -0.4 else -math.fsum(math.exp(k * v) / k for k in range(1, 400)) for v in x
     ]
-    np.testing.assert_allclose(obj._log1mexp(jnp.asarray(x)), exact, rtol=1e-12)
+    np.testing.assert_allclose(obj.log1mexp(jnp.asarray(x)), exact, rtol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -352,51 +279,178 @@ def test_bradley_terry_loss_matches_numpy_with_finite_gradients(x64):
     np.testing.assert_allclose(grads[0], -np.exp(np_log_sigmoid(rejected - chosen)), **TOL)
 
 
-def test_preference_metrics_use_trl_names_and_strict_accuracy():
-    chosen = jnp.array([1.0, 2.0, 0.5, -1.0])
-    rejected = jnp.array([0.0, 2.0, 1.0, -3.0])  # win, tie, loss, win
-    metrics = obj.preference_metrics(chosen, rejected, jnp.array([-10.0, -20.0, -30.0, -40.0]), -jnp.ones(4))
-    assert set(metrics) == {
-        "rewards/chosen",
-        "rewards/rejected",
-        "rewards/margins",
-        "rewards/accuracies",
-        "logps/chosen",
-        "logps/rejected",
-    }
-    assert float(metrics["rewards/accuracies"]) == 0.5  # the tie counts as wrong
-    assert float(metrics["rewards/margins"]) == pytest.approx(0.625)
-    assert float(metrics["rewards/chosen"]) == pytest.approx(0.625)
-    assert float(metrics["rewards/rejected"]) == pytest.approx(0.0)
-    assert float(metrics["logps/chosen"]) == pytest.approx(-25.0)
-    assert float(metrics["logps/rejected"]) == pytest.approx(-1.0)
+# ------------------------------------------------------------------------------------------------
+# The objectives' own loss functions (what the train step runs) against TRL on known logits
+# ------------------------------------------------------------------------------------------------
 
 
-def test_dpo_pipeline_from_logits_matches_trl_end_to_end(x64):
-    """sequence_logps -> dpo_loss on one concatenated [chosen; rejected] batch, as the trainer runs it."""
-    rng = np.random.default_rng(8)
-    pairs, length, vocab = 3, 8, 11
-    ids = rng.integers(0, vocab, size=(2 * pairs, length))
-    prompt_lens = np.array([2, 3, 1, 2, 3, 1])
-    real_lens = np.array([8, 6, 7, 5, 8, 4])
+def trl_simpo(chosen_mean, rejected_mean, beta, gamma, label_smoothing):
+    """TRL CPOTrainer.cpo_loss with loss_type="simpo" (cpo_alpha=0): length-normalised log-probs."""
+    logits = (chosen_mean - rejected_mean) - gamma / beta
+    losses = -np_log_sigmoid(beta * logits) * (1 - label_smoothing) - np_log_sigmoid(-beta * logits) * label_smoothing
+    return losses, beta * chosen_mean, beta * rejected_mean
+
+
+class LogitsModel:
+    """A stand-in policy whose next-token logits are given: `target_logps` as Mistral's contract states it."""
+
+    def __init__(self, logits):
+        self.logits = jnp.asarray(logits)
+
+    def target_logps(self, input_ids, targets, positions, segment_ids, scored):
+        logp = jax.nn.log_softmax(self.logits, axis=-1)
+        picked = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+        return jnp.where(scored, picked, 0.0)
+
+
+class RewardsModel:
+    """A stand-in reward model returning given rewards for the stacked [chosen; rejected] rows."""
+
+    def __init__(self, rewards):
+        self.rewards = jnp.asarray(rewards)
+
+    def __call__(self, input_ids, positions, segment_ids, lengths):
+        assert input_ids.shape[0] == self.rewards.shape[0]
+        return self.rewards
+
+
+def _pair_batch(rng, pairs=4, length=10, vocab=13, equal_lengths=False):
+    """A pair batch in the pipeline's next-token form, plus TRL-style labels (-100 off the response)."""
+    rows = 2 * pairs
+    ids = rng.integers(0, vocab, size=(rows, length + 1))
+    prompt = rng.integers(1, 4, size=rows)
+    real = np.full(rows, length + 1) if equal_lengths else rng.integers(6, length + 2, size=rows)
     pos = np.arange(length)[None]
-    labels = np.where((pos >= prompt_lens[:, None]) & (pos < real_lens[:, None]), ids, -100)
-    policy_logits, ref_logits = rng.normal(size=(2, 2 * pairs, length, vocab))
+    segment = (pos < (real - 1)[:, None]).astype(np.int32)
+    response = (pos >= (prompt - 1)[:, None]) & (segment > 0)
+    batch = {}
+    for side, sl in (("chosen", slice(0, pairs)), ("rejected", slice(pairs, rows))):
+        batch[f"{side}_input_ids"] = ids[sl, :-1]
+        batch[f"{side}_targets"] = ids[sl, 1:]
+        batch[f"{side}_positions"] = np.broadcast_to(pos, (pairs, length))
+        batch[f"{side}_segment_ids"] = segment[sl]
+        batch[f"{side}_loss_weights"] = response[sl].astype(np.float64)
+        batch[f"{side}_lengths"] = real[sl] - 1
+    batch["pair_weights"] = np.ones(pairs)
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    labels = np.concatenate([ids[:, :1], np.where(response, ids[:, 1:], -100)], axis=1)
+    full_labels = np.concatenate([ids[:, :1], np.where(segment > 0, ids[:, 1:], -100)], axis=1)
+    return batch, labels, full_labels
 
-    for loss_type, average in (("sigmoid", False), ("ipo", True)):
-        trl_policy = trl_get_batch_logps(policy_logits, labels, average)
-        trl_ref = trl_get_batch_logps(ref_logits, labels, average)
-        expected = trl_dpo_loss(
-            trl_policy[:pairs], trl_policy[pairs:], trl_ref[:pairs], trl_ref[pairs:], 0.1, loss_type, 0.0
-        )
 
-        def logps(logits, average=average):
-            summed, counts = obj.sequence_logps(
-                jnp.asarray(logits[:, :-1]), jnp.asarray(ids[:, 1:]), jnp.asarray(labels[:, 1:] != -100)
-            )
-            return obj.mean_logps(summed, counts) if average else summed
+def _logits_for(labels, rng, vocab=13):
+    """Logits [rows, T + 1, V] for TRL (which shifts them) and the same positions for janus [rows, T, V]."""
+    full = rng.normal(scale=2.0, size=(labels.shape[0], labels.shape[1], vocab))
+    return full, full[:, :-1]
 
-        policy, ref = logps(policy_logits), logps(ref_logits)
-        got = obj.dpo_loss(policy[:pairs], policy[pairs:], ref[:pairs], ref[pairs:], beta=0.1, loss_type=loss_type)
-        for g, e in zip(got, expected, strict=True):
-            np.testing.assert_allclose(g, e, **TOL)
+
+def _run(name, model, batch, ref_model=None, **section):
+    """The objective's loss as the train step calls it: metrics divided by the loss weight once."""
+    from ml_collections import ConfigDict
+
+    objective = REGISTRY[name]
+    cfg = ConfigDict({"objective": name, **({objective.config_section: section} if objective.config_section else {})})
+    out = objective.bound_loss(cfg)(model, batch, ref_model)
+    weight = float(out.weight)
+    return float(out.loss_sum) / weight, {k: float(v) / weight for k, v in out.metric_sums.items()}
+
+
+def test_sft_objective_is_the_mean_nll_of_response_tokens(x64):
+    rng = np.random.default_rng(11)
+    batch, labels, _ = _pair_batch(rng)
+    sft = {k.removeprefix("chosen_"): v for k, v in batch.items() if k.startswith("chosen_")}
+    trl_logits, logits = _logits_for(labels[:4], rng)
+    loss, metrics = _run("sft", LogitsModel(logits), sft)
+    summed = trl_get_batch_logps(trl_logits, labels[:4], average_log_prob=False)
+    tokens = (labels[:4, 1:] != -100).sum()
+    np.testing.assert_allclose(loss, -summed.sum() / tokens, **TOL)
+    assert metrics["loss"] == pytest.approx(loss)
+
+
+@pytest.mark.parametrize(("loss_type", "label_smoothing"), DPO_CASES)
+@pytest.mark.parametrize("reference", ["model", "precomputed"])
+def test_dpo_objective_matches_trl(x64, loss_type, label_smoothing, reference):
+    rng = np.random.default_rng(12)
+    batch, labels, _ = _pair_batch(rng)
+    trl_policy, policy = _logits_for(labels, rng)
+    trl_ref, ref = _logits_for(labels, rng)
+    average = loss_type == "ipo"
+    p = trl_get_batch_logps(trl_policy, labels, average)
+    r = trl_get_batch_logps(trl_ref, labels, average)
+    losses, chosen_rewards, rejected_rewards = trl_dpo_loss(p[:4], p[4:], r[:4], r[4:], 0.1, loss_type, label_smoothing)
+    ref_model = LogitsModel(ref)
+    if reference == "precomputed":  # summed log-probs in the batch, as janus-precompute-ref writes them
+        summed = trl_get_batch_logps(trl_ref, labels, average_log_prob=False)
+        batch = {**batch, "ref_chosen_logps": jnp.asarray(summed[:4]), "ref_rejected_logps": jnp.asarray(summed[4:])}
+        ref_model = None
+    section = dict(beta=0.1, loss_type=loss_type, label_smoothing=label_smoothing)
+    loss, metrics = _run("dpo", LogitsModel(policy), batch, ref_model, **section)
+    np.testing.assert_allclose(loss, losses.mean(), **TOL)
+    np.testing.assert_allclose(metrics["rewards/chosen"], chosen_rewards.mean(), **TOL)
+    np.testing.assert_allclose(metrics["rewards/margins"], (chosen_rewards - rejected_rewards).mean(), **TOL)
+    assert metrics["rewards/accuracies"] == pytest.approx((chosen_rewards > rejected_rewards).mean())
+    np.testing.assert_allclose(metrics["logps/chosen"], p[:4].mean(), **TOL)
+
+
+def test_orpo_objective_matches_trl_loss_and_metrics(x64):
+    # Equal sequence lengths: TRL averages the NLL over the batch's tokens, janus per pair; they agree here.
+    rng = np.random.default_rng(13)
+    batch, labels, full_labels = _pair_batch(rng, equal_lengths=True)
+    trl_logits, logits = _logits_for(labels, rng)
+    mean = trl_get_batch_logps(trl_logits, labels, average_log_prob=True)
+    full = trl_get_batch_logps(trl_logits[:4], full_labels[:4], average_log_prob=False)
+    nll = -full.sum() / (full_labels[:4, 1:] != -100).sum()
+    for lam in (0.1, 0.25):
+        expected_loss, expected = trl_orpo(mean[:4], mean[4:], nll, lam)
+        loss, metrics = _run("orpo", LogitsModel(logits), batch, lam=lam, nll_on_prompt=True)
+        np.testing.assert_allclose(loss, expected_loss, **TOL)
+        for name, value in expected.items():
+            np.testing.assert_allclose(metrics[name], value, **TOL, err_msg=name)
+
+
+@pytest.mark.parametrize(("beta", "gamma", "label_smoothing"), [(2.0, 1.0, 0.0), (2.5, 0.5, 0.1), (0.1, 0.0, 0.0)])
+def test_simpo_objective_matches_trl_cpo_simpo(x64, beta, gamma, label_smoothing):
+    rng = np.random.default_rng(14)
+    batch, labels, _ = _pair_batch(rng)
+    trl_logits, logits = _logits_for(labels, rng)
+    mean = trl_get_batch_logps(trl_logits, labels, average_log_prob=True)
+    losses, chosen_rewards, rejected_rewards = trl_simpo(mean[:4], mean[4:], beta, gamma, label_smoothing)
+    section = dict(beta=beta, gamma=gamma, label_smoothing=label_smoothing)
+    loss, metrics = _run("simpo", LogitsModel(logits), batch, **section)
+    np.testing.assert_allclose(loss, losses.mean(), **TOL)
+    np.testing.assert_allclose(metrics["rewards/chosen"], chosen_rewards.mean(), **TOL)
+    np.testing.assert_allclose(metrics["rewards/rejected"], rejected_rewards.mean(), **TOL)
+    np.testing.assert_allclose(metrics["logps/rejected"], mean[4:].mean(), **TOL)
+
+
+def test_simpo_gradient_pushes_chosen_up_and_rejects_bad_settings():
+    c, r = jnp.array([-1.0, -2.0]), jnp.array([-1.5, -0.5])
+    grads = jax.grad(lambda c, r: obj.simpo_loss(c, r, beta=2.0, gamma=1.0)[0].sum(), argnums=(0, 1))(c, r)
+    assert np.all(np.asarray(grads[0]) < 0) and np.all(np.asarray(grads[1]) > 0)
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        obj.simpo_loss(c, r, beta=0.0, gamma=1.0)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        obj.simpo_loss(c, r, beta=2.0, gamma=1.0, label_smoothing=0.7)
+
+
+def test_rm_objective_is_bradley_terry_with_weighted_filler_pairs(x64):
+    rng = np.random.default_rng(15)
+    batch, _, _ = _pair_batch(rng)
+    batch["pair_weights"] = jnp.asarray([1.0, 1.0, 1.0, 0.0])  # the last pair fills the epoch's batch
+    rewards = rng.normal(size=8)
+    loss, metrics = _run("rm", RewardsModel(rewards), batch)
+    rc, rr = rewards[:3], rewards[4:7]
+    np.testing.assert_allclose(loss, (-np_log_sigmoid(rc - rr)).mean(), **TOL)
+    np.testing.assert_allclose(metrics["rewards/margins"], (rc - rr).mean(), **TOL)
+
+
+def test_registry_names_each_objective_once_with_its_settings():
+    assert set(REGISTRY) == {"sft", "dpo", "orpo", "rm", "simpo"}
+    assert [n for n, o in REGISTRY.items() if o.needs_reference] == ["dpo"]
+    assert [n for n, o in REGISTRY.items() if not o.pairs] == ["sft"]
+    pair = {"chosen_loss_weights": np.array([[0, 1, 1]]), "rejected_loss_weights": np.array([[0, 0, 1]]),
+            "chosen_segment_ids": np.ones((1, 3)), "rejected_segment_ids": np.array([[1, 1, 0]])}
+    assert REGISTRY["dpo"].head_positions(pair) == 3
+    assert REGISTRY["simpo"].head_positions(pair) == 3
+    assert REGISTRY["orpo"].head_positions(pair) == 5  # every real token: the NLL covers the prompt too
+    assert REGISTRY["rm"].head_positions(pair) == 0

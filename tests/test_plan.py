@@ -55,13 +55,16 @@ def test_mesh_moves_what_the_batch_cannot_split_to_tensor():
 
 
 def test_batch_shapes_match_the_pipeline_keys():
-    shapes = plan.batch_shapes(dpo.get_config("janus_dpo_7b"))
+    from janus_jax.objectives import REGISTRY
+    from janus_jax.train.run import batch_layout
+
+    shapes = batch_layout(dpo.get_config("janus_dpo_7b"), REGISTRY["dpo"])
     assert shapes["chosen_input_ids"][0] == (16, 2048)
     assert shapes["pair_weights"][0] == (16,)
     assert "ref_chosen_logps" not in shapes
     cfg = dpo.get_config("janus_dpo_7b")
     cfg.dpo.reference = "precomputed"
-    assert plan.batch_shapes(cfg)["ref_rejected_logps"][0] == (16,)
+    assert batch_layout(cfg, REGISTRY["dpo"])["ref_rejected_logps"][0] == (16,)
 
 
 def _small_dpo_config():

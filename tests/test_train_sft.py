@@ -17,9 +17,10 @@ from flax import nnx
 from train_helpers import tiny_sft_config, write_sft_rows
 
 from janus_jax.model import Mistral, MistralConfig
-from janus_jax.train import tasks
+from janus_jax.objectives import REGISTRY
 from janus_jax.train.metrics import read_metrics, train_flops_per_token
-from janus_jax.train.trainer import NonFiniteLossError, model_config, train
+from janus_jax.train.run import model_config
+from janus_jax.train.trainer import NonFiniteLossError, train
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _cli(workdir, data_file, overrides, env_extra=None, devices=8):
-    args = [sys.executable, "-m", "janus_jax.train.cli", "--config=configs/sft.py:tiny", f"--workdir={workdir}"]
+    args = [sys.executable, "-m", "janus_jax.cli.train", "--config=configs/sft.py:tiny", f"--workdir={workdir}"]
     flat = {
         "data.source": str(data_file),
         "data.seq_len": 128,
@@ -198,7 +199,47 @@ def test_head_positions_follow_each_objective():
         "chosen_segment_ids": np.array([[1, 1, 1, 0]]),
         "rejected_segment_ids": np.array([[1, 1, 1, 1]]),
     }
-    assert tasks.head_positions("sft", {"loss_weights": np.array([[0, 0.5, 1]]), "segment_ids": np.ones((1, 3))}) == 2
-    assert tasks.head_positions("dpo", pair) == 3
-    assert tasks.head_positions("orpo", pair) == 7
-    assert tasks.head_positions("rm", pair) == 0
+    sft = {"loss_weights": np.array([[0, 0.5, 1]]), "segment_ids": np.ones((1, 3))}
+    assert REGISTRY["sft"].head_positions(sft) == 2
+    assert REGISTRY["dpo"].head_positions(pair) == 3
+    assert REGISTRY["orpo"].head_positions(pair) == 7
+    assert REGISTRY["rm"].head_positions(pair) == 0
+
+
+def test_an_unreadable_newest_checkpoint_is_reported_and_the_run_resumes_from_the_one_before(tmp_path, data_file):
+    """A torn newest step (its metadata lost) is named, set aside, and the run continues from step 2."""
+    cfg = tiny_sft_config(data_file, **{"train.max_steps": 4, "train.checkpoint_every": 2})
+    train(cfg, tmp_path)
+    (tmp_path / "checkpoints" / "4" / "state" / "_METADATA").unlink()
+    final = train(cfg, tmp_path)
+    assert final["step"] == 4
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4]
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert "4" in names and any(n.startswith("4.unreadable-") for n in names), names
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["status"] == "completed"
+    (problem,) = manifest["checkpoint_problems"]
+    assert "checkpoints/4 cannot be read" in problem
+
+
+def test_a_failed_run_records_its_end_in_the_manifest(tmp_path, data_file):
+    cfg = tiny_sft_config(data_file, **{"train.max_steps": 2, "model.init_from": str(tmp_path / "no-such-model")})
+    with pytest.raises(FileNotFoundError, match="no-such-model: not found"):
+        train(cfg, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_unknown_config_keys_and_bad_values_are_named_before_anything_runs(tmp_path, capsys):
+    from janus_jax.cli.train import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--config=configs/sft.py:tiny", f"--workdir={tmp_path}", "--config.optimizer.learnin_rate=abc"])
+    assert e.value.code == 2
+    assert "key 'optimizer.learnin_rate' does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--config=configs/sft.py:tiny", f"--workdir={tmp_path}", "--config.optimizer.warmup_step=3"])
+    assert "key 'optimizer.warmup_step' does not exist (did you mean warmup_steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--config=configs/sft.py:tiny", f"--workdir={tmp_path}", "--config.optimizer.lr=abc"])
+    assert "optimizer.lr" in capsys.readouterr().err
+    assert not (tmp_path / "manifest.json").exists()

@@ -1,4 +1,4 @@
-"""Load a model and its tokenizer for inference from an HF directory or a training checkpoint."""
+"""Load a policy and its tokenizer for inference from any `janus_jax.load.load_model` source."""
 
 from __future__ import annotations
 
@@ -35,13 +35,19 @@ def default_dtype() -> str:
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--hf", metavar="DIR", help="an HF Mistral directory (config.json + safetensors)")
-    source.add_argument("--checkpoint", metavar="DIR", help="a janus-train workdir, checkpoints/ folder or step folder")
+    source.add_argument(
+        "--model",
+        metavar="SOURCE",
+        help="an HF Mistral directory, a hub id (org/name), or a janus-train workdir / checkpoints / step folder",
+    )
+    source.add_argument("--hf", dest="model", metavar="DIR", help="same as --model (an HF directory or hub id)")
+    source.add_argument("--checkpoint", dest="model", metavar="DIR", help="same as --model (a janus-train workdir)")
+    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     parser.add_argument(
         "--tokenizer",
         metavar="PATH",
-        help="SentencePiece .model file or HF tokenizer directory (default: the --hf directory when it has "
-        "tokenizer files, else the bundled Mistral v1 tokenizer)",
+        help="SentencePiece .model file or HF tokenizer directory (default: the model directory when it has "
+        "tokenizer files, else the tokenizer the run trained with, else the bundled Mistral v1 tokenizer)",
     )
     parser.add_argument(
         "--dtype", choices=DTYPES, help="weights and activations (default: float32 on CPU, else bfloat16)"
@@ -71,31 +77,50 @@ def parse_mesh(text: str | None):
 
 
 def load_from_args(args: argparse.Namespace) -> LoadedModel:
-    dtype = args.dtype or default_dtype()
-    mesh = parse_mesh(args.mesh)
-    if args.hf:
-        directory = Path(args.hf)
-        if not (directory / "config.json").is_file():
-            raise FileNotFoundError(f"--hf={directory}: no config.json there (expected an HF Mistral directory)")
-        from janus_jax.hf_io import from_pretrained
+    return load_for_inference(
+        args.model,
+        step=getattr(args, "step", None),
+        tokenizer=args.tokenizer,
+        dtype=args.dtype,
+        mesh=parse_mesh(args.mesh),
+        name=args.model_name,
+    )
 
-        model = from_pretrained(directory, dtype=dtype, compute_dtype=dtype, mesh=mesh)
-        tokenizer_path = args.tokenizer
-        if tokenizer_path is None and any((directory / f).is_file() for f in _HF_TOKENIZER_FILES):
-            tokenizer_path = directory
-    else:
-        directory = Path(args.checkpoint)
-        try:
-            from janus_jax.train.checkpoint import load_model
-        except ImportError as e:
-            raise RuntimeError(f"--checkpoint needs janus_jax.train.checkpoint, which failed to import: {e}") from e
-        model = with_compute_dtype(load_model(directory, mesh=mesh), dtype)
-        tokenizer_path = args.tokenizer
-    tokenizer = load_tokenizer(tokenizer_path)
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise ValueError(
-            f"tokenizer {tokenizer.name} has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}"
-        )
-    name = args.model_name or directory.absolute().name
-    log.info("loaded %s (%s, %d parameters), tokenizer %s", name, dtype, model.config.num_params, tokenizer.name)
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name, mesh=mesh)
+
+def load_for_inference(
+    source: str,
+    *,
+    step: int | None = None,
+    tokenizer: str | None = None,
+    dtype: str | None = None,
+    mesh=None,
+    name: str | None = None,
+) -> LoadedModel:
+    """A policy and its tokenizer, weights and activations in `dtype`, from any `load_model` source."""
+    from janus_jax.load import load_model, source_kind
+
+    dtype = dtype or default_dtype()
+    model = load_model(source, step=step, mesh=mesh)
+    if not isinstance(model, Mistral):
+        raise ValueError(f"{source} holds a reward model; generation and serving need a policy (a causal LM)")
+    model = with_compute_dtype(model, dtype)
+    tokenizer_path = tokenizer or _tokenizer_of(source, source_kind(source))
+    tok = load_tokenizer(tokenizer_path)
+    if tok.vocab_size > model.config.vocab_size:
+        raise ValueError(f"tokenizer {tok.name} has {tok.vocab_size} ids but the model only {model.config.vocab_size}")
+    name = name or Path(source).absolute().name
+    log.info("loaded %s (%s, %d parameters), tokenizer %s", name, dtype, model.config.num_params, tok.name)
+    return LoadedModel(model=model, tokenizer=tok, name=name, mesh=mesh)
+
+
+def _tokenizer_of(source: str, kind: str) -> str | None:
+    """The HF directory's own tokenizer files, or the tokenizer a training run used (its manifest)."""
+    if kind == "hf":
+        directory = Path(source)
+        return str(directory) if any((directory / f).is_file() for f in _HF_TOKENIZER_FILES) else None
+    from janus_jax.manifest import read_manifest
+    from janus_jax.train.checkpoint import resolve_checkpoint_dir
+
+    checkpoints, _ = resolve_checkpoint_dir(source)
+    data = ((read_manifest(checkpoints.parent) or {}).get("config") or {}).get("data") or {}
+    return data.get("tokenizer") or None

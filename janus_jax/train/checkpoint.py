@@ -2,13 +2,14 @@
 
 A checkpoint holds the train state (params, optimizer state, step) and a small JSON record of
 the model config and data position. Restores go into ShapeDtypeStructs that carry concrete
-shardings, so a run saved on one mesh restores onto another.
+shardings, so a run saved on one mesh restores onto another. A step that cannot be read is reported
+(step, folder, error) and set aside, and the run resumes from the newest step that can.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,21 @@ import orbax.checkpoint as ocp
 log = logging.getLogger(__name__)
 
 
+class CheckpointReadError(RuntimeError):
+    """A checkpoint step exists but cannot be restored (torn write, missing or corrupt files)."""
+
+    def __init__(self, step_dir: Path, error: BaseException):
+        self.step_dir = step_dir
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        super().__init__(f"checkpoint {step_dir} cannot be read: {type(error).__name__}: {detail[:500]}")
+
+
 class Checkpointer:
     """Thin wrapper over `ocp.CheckpointManager` with the project's layout (workdir/checkpoints)."""
 
     def __init__(self, directory: str | Path, *, keep: int = 3, async_save: bool = True):
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
-            enable_async_checkpointing=async_save,
-            create=True,
-        )
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
@@ -42,19 +48,49 @@ class Checkpointer:
 
     def restore(self, step: int, target: Any) -> tuple[Any, dict]:
         """`target`: a pytree of jax.ShapeDtypeStruct with the shardings to restore onto."""
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
-        )
+        try:
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+            )
+        except Exception as e:  # orbax and tensorstore raise many types; name the step either way
+            raise CheckpointReadError(self.directory / str(step), e) from e
         return restored["state"], restored["meta"]
+
+    def restore_newest_readable(self, target: Any) -> tuple[int, Any, dict, list[str]] | None:
+        """(step, state, meta, problems) of the newest step that restores, or None without checkpoints.
+
+        Each unreadable newer step is logged, renamed to `<step>.unreadable-<time>` (so a later save of
+        that step does not collide with it) and described in `problems`.
+        """
+        problems: list[str] = []
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                state, meta = self.restore(step, target)
+            except CheckpointReadError as e:
+                log.error("%s; resuming from an earlier step", e)
+                problems.append(str(e))
+                self._set_aside(step)
+                continue
+            return step, state, meta, problems
+        if problems:
+            shown = "\n  ".join(problems)
+            raise RuntimeError(f"no checkpoint under {self.directory} can be read:\n  {shown}")
+        return None
+
+    def _set_aside(self, step: int) -> None:
+        if jax.process_index() == 0:
+            step_dir = self.directory / str(step)
+            step_dir.rename(step_dir.with_name(f"{step}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}"))
+        self._manager.reload()
 
     def read_meta(self, step: int | None = None) -> dict:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint under {self.directory}")
-        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-
-    def wait(self) -> None:
-        self._manager.wait_until_finished()
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as e:
+            raise CheckpointReadError(self.directory / str(step), e) from e
 
     def close(self) -> None:
         self._manager.wait_until_finished()
@@ -75,44 +111,48 @@ def resolve_checkpoint_dir(path: str | Path) -> tuple[Path, int | None]:
     return path, None
 
 
-def load_model(path: str | Path, *, mesh=None, step: int | None = None, param_dtype: str | None = None):
-    """Restore the model (parameters only) of a training checkpoint, e.g. for serving or export."""
+def restore_params(path: str | Path, *, step: int | None = None, mesh=None):
+    """(params, stored MistralConfig, is_reward_model) of a training checkpoint, parameters only.
+
+    `step` defaults to the step folder given, else the latest. The optimizer state is not read.
+    """
     from flax import nnx
 
     from janus_jax.model import Mistral, MistralConfig
+    from janus_jax.model.reward import RewardModel
     from janus_jax.sharding import make_mesh, state_shardings
 
     directory, found_step = resolve_checkpoint_dir(path)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{path}: no checkpoints there (expected a janus-train workdir)")
     ckpt = Checkpointer(directory, async_save=False)
-    step = step if step is not None else found_step if found_step is not None else ckpt.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint under {directory}")
-    meta = ckpt.read_meta(step)
+    try:
+        step = step if step is not None else found_step if found_step is not None else ckpt.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint under {directory}")
+        meta = ckpt.read_meta(step)
+    finally:
+        ckpt.close()
+    state_dir = directory / str(step) / "state"
+    try:
+        stored = ocp.PyTreeCheckpointHandler().metadata(state_dir)["params"]
+    except Exception as e:
+        raise CheckpointReadError(directory / str(step), e) from e
+    reward = "score" in stored
     cfg = MistralConfig(**meta["model_config"])
-    if param_dtype:
-        cfg = cfg.replace(param_dtype=param_dtype)
-    mesh = mesh or make_mesh((1, -1, 1))
-    stored_cfg = MistralConfig(**meta["model_config"])
-    _, abstract = nnx.split(nnx.eval_shape(lambda: Mistral(stored_cfg, rngs=nnx.Rngs(0))))
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: Mistral(cfg, rngs=nnx.Rngs(0))))
-    shardings = state_shardings(abstract, mesh)
-    restored = ocp.PyTreeCheckpointer().restore(
-        directory / str(step) / "state",
-        args=ocp.args.PyTreeRestore(
-            item={"params": abstract_with_shardings(abstract, shardings)},
-            restore_args={
-                "params": ocp.checkpoint_utils.construct_restore_args(abstract_with_shardings(abstract, shardings))
-            },
-            partial_restore=True,
-        ),
-    )
-    params = restored["params"]
-    if cfg.param_dtype != stored_cfg.param_dtype:
-        params = jax.tree.map(lambda x: x.astype(cfg.param_dtype), params)
-    ckpt.close()
-    log.info("restored model from %s step %d", directory, step)
-    return nnx.merge(graphdef, params)
-
-
-def save_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    module = RewardModel if reward else Mistral
+    abstract = nnx.state(nnx.eval_shape(lambda: module(cfg, rngs=nnx.Rngs(0))), nnx.Param)
+    target = abstract_with_shardings(abstract, state_shardings(abstract, mesh or make_mesh((1, -1, 1))))
+    try:
+        restored = ocp.PyTreeCheckpointer().restore(
+            state_dir,
+            args=ocp.args.PyTreeRestore(
+                item={"params": target},
+                restore_args={"params": ocp.checkpoint_utils.construct_restore_args(target)},
+                partial_restore=True,
+            ),
+        )
+    except Exception as e:
+        raise CheckpointReadError(directory / str(step), e) from e
+    log.info("restored %s from %s step %d", module.__name__, directory, step)
+    return restored["params"], cfg, reward

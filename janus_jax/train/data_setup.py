@@ -1,4 +1,4 @@
-"""Connects a run config to the data pipeline and, for DPO, to the reference model."""
+"""Connects a run config to the data pipeline: read, validate, tokenize and plan before anything compiles."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from ml_collections import ConfigDict
 
 from janus_jax.data import build_data
 from janus_jax.model import MistralConfig
-
-PAIR_OBJECTIVES = ("dpo", "orpo", "rm")
+from janus_jax.objectives import Objective
 
 
 @dataclass
@@ -23,8 +22,8 @@ class RunData:
     total_steps: int
 
 
-def build(cfg: ConfigDict, mcfg: MistralConfig) -> RunData:
-    """Read, validate, tokenize and plan the data; errors (empty data, wrong format) come before compiling."""
+def build(cfg: ConfigDict, mcfg: MistralConfig, objective: Objective) -> RunData:
+    """Errors (empty data, wrong format for the objective, batch/accumulation mismatch) come before compiling."""
     if cfg.train.global_batch_size % cfg.train.grad_accum_steps:
         raise ValueError(
             f"train.global_batch_size={cfg.train.global_batch_size} is not divisible by "
@@ -34,14 +33,9 @@ def build(cfg: ConfigDict, mcfg: MistralConfig) -> RunData:
         cfg.data,
         global_batch_size=cfg.train.global_batch_size,
         num_epochs=cfg.train.num_epochs,
-        expect="pairs" if cfg.objective in PAIR_OBJECTIVES else "sft",
+        expect="pairs" if objective.pairs else "sft",
     )
     if bundle.tokenizer.vocab_size > mcfg.vocab_size:
         raise ValueError(f"tokenizer has {bundle.tokenizer.vocab_size} ids but the model only {mcfg.vocab_size}")
     files = [str(p) for p in (Path(cfg.data.source), Path(cfg.data.eval_source or "")) if str(p) != "." and p.is_file()]
     return RunData(bundle.train, bundle.eval, files, bundle.report.as_dict(), bundle.train.total_steps)
-
-
-def reference(cfg, mcfg, mesh, graphdef, param_shardings):
-    """The frozen DPO reference (graphdef, params), or (None, None) when log-probs are precomputed."""
-    return None, None

@@ -1,4 +1,4 @@
-"""`janus-export --checkpoint=WORKDIR --out=HF_DIR`: a training checkpoint as an HF directory.
+"""A training checkpoint as an HF Mistral directory (the library side of `janus-export`).
 
 The result loads with `transformers.AutoModelForCausalLM.from_pretrained` and vLLM; the default
 SentencePiece tokenizer is written beside the weights so the directory is self-contained.
@@ -6,7 +6,6 @@ SentencePiece tokenizer is written beside the weights so the directory is self-c
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -41,25 +40,12 @@ def export(
     checkpoint: str, out: str, *, step: int | None = None, dtype: str = "bfloat16", tokenizer: str | None = None
 ):
     from janus_jax.hf_io import save_pretrained
-    from janus_jax.train.checkpoint import load_model
+    from janus_jax.load import load_model
+    from janus_jax.model import Mistral
 
     model = load_model(checkpoint, step=step)
+    if not isinstance(model, Mistral):
+        raise ValueError(f"{checkpoint} holds a reward model; janus-export writes causal LMs (MistralForCausalLM)")
     path = save_pretrained(model, out, dtype=dtype)
     write_tokenizer_files(path, tokenizer)
     return path
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="workdir, its checkpoints/ dir, or one step dir")
-    parser.add_argument("--out", required=True, help="HF directory to write")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    parser.add_argument("--tokenizer", default=None, help="tokenizer .model file or HF tokenizer dir to copy")
-    args = parser.parse_args(argv)
-    path = export(args.checkpoint, args.out, step=args.step, dtype=args.dtype, tokenizer=args.tokenizer)
-    print(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    main()

@@ -85,3 +85,48 @@ def _clean(v):
 def read_metrics(workdir: str | Path) -> list[dict]:
     path = Path(workdir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def last_logged(workdir: str | Path) -> dict:
+    """The latest value of every metric already in metrics.jsonl (what a finished run reports on rerun)."""
+    last: dict = {}
+    for row in read_metrics(workdir):
+        last.update(row)
+    return last
+
+
+def truncate_metrics(workdir: str | Path, step: int) -> None:
+    """After a resume, drop rows logged past the restored checkpoint; they are recomputed exactly."""
+    path = Path(workdir) / "metrics.jsonl"
+    if path.exists():
+        path.write_text("".join(json.dumps(r) + "\n" for r in read_metrics(workdir) if r["step"] <= step))
+
+
+def plot_loss(workdir: str | Path) -> Path | None:
+    """loss.png beside metrics.jsonl: train loss per step, eval loss as points."""
+    workdir = Path(workdir)
+    rows = read_metrics(workdir)
+    train_rows = [r for r in rows if isinstance(r.get("loss"), float)]
+    if not train_rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    ax.plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows], label="train loss", color="#1f77b4")
+    eval_rows = [r for r in rows if isinstance(r.get("eval/loss"), float)]
+    if eval_rows:
+        steps, losses = [r["step"] for r in eval_rows], [r["eval/loss"] for r in eval_rows]
+        ax.plot(steps, losses, "o-", label="eval loss", color="#d62728")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(workdir.name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = workdir / "loss.png"
+    fig.savefig(out)
+    plt.close(fig)
+    return out

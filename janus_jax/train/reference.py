@@ -2,8 +2,9 @@
 
 - `model`: a frozen copy of the initial policy (bf16 by default), outside the optimizer, evaluated
   in the same jitted step under stop_gradient.
-- `precomputed`: reference log-probs computed once (`janus-precompute-ref`) and stored beside the
-  data with a content hash of model + data; a file whose hash does not match is refused.
+- `precomputed`: reference log-probs computed once (`janus-precompute-ref`, janus_jax/train/precompute.py)
+  and stored in the run's workdir with content hashes of model + data; a file whose hash does not match
+  is refused.
 """
 
 from __future__ import annotations
@@ -18,23 +19,25 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from janus_jax.objectives.base import pair_logps
+from janus_jax.sharding import host_copy
+
 log = logging.getLogger(__name__)
 
 
 def params_hash(params) -> str:
     """sha256 over every parameter's path, dtype, shape and bytes (gathered across hosts)."""
-    from janus_jax.hf_io import _host_copy
-
     h = hashlib.sha256()
     for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(params), key=lambda x: jax.tree_util.keystr(x[0])):
-        arr = _host_copy(leaf)
+        arr = host_copy(leaf)
         h.update(f"{jax.tree_util.keystr(path)}|{arr.dtype}|{arr.shape}|".encode())
         h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()
 
 
-def default_path(data_source: str) -> Path:
-    return Path(str(data_source) + ".ref_logps.npz")
+def default_path(workdir: str | Path) -> Path:
+    """Where a run's precomputed reference log-probs live by default: in the run's own workdir."""
+    return Path(workdir) / "reference_logps.npz"
 
 
 def frozen_copy(params, dtype: str):
@@ -96,82 +99,40 @@ def check_finite(chosen: np.ndarray, rejected: np.ndarray, pipeline, where: str)
         )
 
 
-def compute_logps(graphdef, params, pipeline, mesh) -> tuple[np.ndarray, np.ndarray]:
+def compute_logps(run, params, pipeline) -> tuple[np.ndarray, np.ndarray]:
     """One pass over a pair pipeline: summed response log-probs of chosen and rejected, by pair id.
 
     Every host gathers the whole global batch (log-probs, pair ids, weights), so each ends up with
     every pair's values, whichever host's shard of the data the pair came from.
     """
-    from janus_jax.hf_io import _host_copy
-    from janus_jax.train.tasks import pair_logps
-    from janus_jax.train.trainer import _global_batch
-
     n = len(pipeline.chosen)
     chosen, rejected = np.full(n, np.nan, np.float64), np.full(n, np.nan, np.float64)
 
     @jax.jit
     def logps(p, batch):
-        (c, r), _ = pair_logps(nnx.merge(graphdef, p), batch)
+        (c, r), _ = pair_logps(nnx.merge(run.graphdef, p), batch)
         return c, r
 
     for step in range(pipeline.epoch_steps[0]):
-        batch = _global_batch(pipeline.batch(step), mesh)
+        batch = run.global_batch(pipeline.batch(step))
         c, r = logps(params, batch)
-        c, r, ids, weights = (_host_copy(x) for x in (c, r, batch["pair_ids"], batch["pair_weights"]))
+        c, r, ids, weights = (host_copy(x) for x in (c, r, batch["pair_ids"], batch["pair_weights"]))
         keep = weights > 0
         chosen[ids[keep]], rejected[ids[keep]] = c[keep], r[keep]
     return chosen, rejected
 
 
-def precompute(cfg, out: Path | None = None) -> Path:
-    """Write the reference log-probs of cfg's data under cfg's init model, with their hashes."""
-    from janus_jax.sharding import make_mesh, state_shardings
-    from janus_jax.train import data_setup
-    from janus_jax.train.trainer import _initial_params, build_module, model_config
-
-    mesh = make_mesh(tuple(cfg.mesh.shape))
-    mcfg = model_config(cfg)
-    data = data_setup.build(cfg, mcfg)
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build_module(cfg, mcfg, nnx.Rngs(0))), nnx.Param)
-    params = _initial_params(cfg, mcfg, state_shardings(abstract, mesh), mesh)
-    arrays: dict[str, np.ndarray] = {}
-    meta = {"model_hash": params_hash(params), "init_from": cfg.model.init_from}
-    for split, pipeline in (("train", data.train), ("eval", data.eval)):
-        if pipeline is None:
-            continue
-        arrays[f"{split}_chosen"], arrays[f"{split}_rejected"] = compute_logps(graphdef, params, pipeline, mesh)
-        meta[f"{split}_data_hash"] = data_hash(pipeline)
-        check_finite(arrays[f"{split}_chosen"], arrays[f"{split}_rejected"], pipeline, f"precompute ({split})")
-    path = Path(out) if out else default_path(cfg.data.source)
-    if jax.process_index() == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")  # renamed when complete: a kill leaves no torn file
-        with partial.open("wb") as f:  # a file object: np.savez would append ".npz" to other names
-            np.savez(f, meta=json.dumps(meta), **arrays)
-        partial.replace(path)
-        log.info("wrote reference log-probs of %s to %s", {k: len(v) for k, v in arrays.items()}, path)
-    return path
+def write(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Process 0 writes; the file appears only when complete, so a kill leaves no torn file."""
+    if jax.process_index() != 0:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as f:  # a file object: np.savez would append ".npz" to other names
+        np.savez(f, meta=json.dumps(meta), **arrays)
+    partial.replace(path)
+    log.info("wrote reference log-probs of %s to %s", {k: len(v) for k, v in arrays.items()}, path)
 
 
 def data_hash(pipeline) -> str:
     return hashlib.sha256((pipeline.chosen.fingerprint() + pipeline.rejected.fingerprint()).encode()).hexdigest()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`janus-precompute-ref --config=configs/dpo.py:PRESET [--config.KEY=VALUE ...] [--out=FILE]`."""
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config = config_flags.DEFINE_config_file("config", None, "DPO run config (configs/dpo.py:PRESET)", lock_config=True)
-    out = flags.DEFINE_string("out", None, "output .npz (default: beside the data, <source>.ref_logps.npz)")
-
-    def run(args):
-        del args
-        logging.getLogger("janus_jax").setLevel(logging.INFO)
-        from janus_jax.sharding import initialize_distributed
-
-        initialize_distributed()
-        print(f"wrote {precompute(config.value, Path(out.value) if out.value else None)}")
-
-    flags.mark_flags_as_required(["config"])
-    app.run(run, argv=argv)

@@ -15,8 +15,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from janus_jax.objectives import LossOutput
 from janus_jax.sharding import BATCH_AXES, activation_sharding
-from janus_jax.train.tasks import LossOutput
 
 TrainState = dict[str, Any]  # {"params": nnx.State, "opt_state": optax state, "step": int32 scalar}
 

@@ -1,7 +1,7 @@
-"""Preference-optimisation losses (DPO, ORPO, Bradley-Terry) as pure functions of per-sequence numbers.
+"""Preference-optimisation losses (DPO, ORPO, SimPO, Bradley-Terry) as pure functions of per-sequence numbers.
 
-Why this shape: the trainer owns the forward passes; these functions only see per-sequence log-probs
-(or rewards), so each formula can be checked line by line against TRL without a model in the way.
+Why this shape: the objectives (janus_jax/objectives/*.py) own the forward passes; these functions only see
+per-sequence log-probs (or rewards), so each formula reads line by line against TRL.
 TRL is the parity reference: formulas, clipping and metric names follow it, and every deviation is
 named in the docstring that makes it.
 
@@ -21,12 +21,11 @@ __all__ = [
     "DPO_LOSS_TYPES",
     "bradley_terry_loss",
     "dpo_loss",
+    "log1mexp",
     "masked_sums",
     "mean_logps",
     "orpo_loss",
-    "preference_metrics",
-    "sequence_logps",
-    "token_logps",
+    "simpo_loss",
 ]
 
 DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
@@ -55,40 +54,6 @@ def _same_shape(names_and_arrays: dict[str, jax.Array]) -> None:
 # ----------------------------------------------------------------------------------------------------
 # Log-probabilities of sequences
 # ----------------------------------------------------------------------------------------------------
-
-
-def token_logps(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Log-prob of each target token, ``[B, T]``, via logsumexp minus the gathered logit.
-
-    No one-hot and no full log-softmax array is built, so the only ``[B, T, V]`` float32 buffers are
-    the ones logsumexp needs. ``targets`` must already be aligned with ``logits`` (the caller shifts:
-    logits at position t score the token at t + 1). Targets outside ``[0, V)`` give NaN, so a bad
-    token id shows up in the loss instead of being read as another token.
-    """
-    if logits.ndim != 3:
-        raise ValueError(f"logits must be [batch, seq, vocab], got shape {logits.shape}")
-    if targets.shape != logits.shape[:2]:
-        raise ValueError(f"targets shape {targets.shape} does not match logits[:2] {logits.shape[:2]}")
-    logits = _float(logits)
-    picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return picked - jax.nn.logsumexp(logits, axis=-1)
-
-
-def sequence_logps(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Summed log-prob of ``targets`` over positions with ``weights > 0``, and how many positions that is.
-
-    Returns ``(summed_logps [B], token_counts [B] int32)``. Positions with zero weight are excluded
-    with a select, not a multiply, so their target ids may be anything (padding, -100): they are
-    neither gathered from nor able to turn the sum into NaN.
-
-    For DPO pass the completion mask (TRL's ``completion_mask``); for ORPO's odds ratio pass the
-    completion mask and divide with :func:`mean_logps`; for ORPO's NLL pass the mask of every real
-    token (prompt + completion), see :func:`orpo_loss`.
-    """
-    if weights.shape != targets.shape:
-        raise ValueError(f"weights shape {weights.shape} does not match targets shape {targets.shape}")
-    mask = weights > 0
-    return masked_sums(token_logps(logits, jnp.where(mask, targets, 0)), mask)
 
 
 def masked_sums(per_token: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -134,7 +99,7 @@ def dpo_loss(
     - ``hinge``: max(0, 1 − βΔ) (TRL v0.19 to HEAD); no smoothing.
     - ``ipo``: (Δ − 1/(2β))² (TRL v0.19 to HEAD, β is the paper's τ); no smoothing.
 
-    Inputs are summed completion log-probs (from :func:`sequence_logps`) for ``sigmoid``, ``robust``
+    Inputs are summed completion log-probs (:func:`masked_sums` over the completion mask) for ``sigmoid``, ``robust``
     and ``hinge``. IPO is length-normalised in TRL: for ``ipo`` the caller passes all four inputs as
     per-token means (:func:`mean_logps` of the same sums and counts), as TRL v0.19–v0.24 do by
     dividing every log-prob by its completion's token count before the loss. The rewards are then
@@ -188,7 +153,7 @@ def dpo_loss(
 # ----------------------------------------------------------------------------------------------------
 
 
-def _log1mexp(x: jax.Array) -> jax.Array:
+def log1mexp(x: jax.Array) -> jax.Array:
     """log(1 − eˣ) for x ≤ 0 without cancellation, with finite gradients on both branches.
 
     As TRL's ORPO: log(−expm1(x)) near 0, log1p(−eˣ) below −ln 2, and the unselected log1p branch
@@ -207,8 +172,8 @@ def orpo_loss(
     chosen_nll: jax.Array,
     *,
     lam: float,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Per-pair ORPO loss NLL + λ·L_OR and TRL's ORPO metrics (TRL ``trl.experimental.orpo``, HEAD).
+) -> tuple[jax.Array, jax.Array]:
+    """Per-pair ORPO loss NLL + λ·L_OR and the log-odds z it is made of (TRL ``trl.experimental.orpo``, HEAD).
 
     With ℓ the per-token mean completion log-prob (TRL's ``get_batch_logps(average_log_prob=True)``,
     here :func:`mean_logps` over the completion mask):
@@ -223,9 +188,8 @@ def orpo_loss(
     with weights on every real token; then ``losses.mean()`` equals TRL's
     ``nll_loss − mean(β·log σ(z))``, β being TRL's name for λ (Janus: ``orpo_alpha`` 0.1).
 
-    Metrics are batch means, named as TRL logs them: ``nll_loss``, ``log_odds_ratio`` (mean log σ(z)),
-    ``log_odds_chosen`` (mean z), ``rewards/*`` (λ·ℓ, no reference) and ``logps/*`` (mean ℓ), plus
-    ``or_loss`` (mean L_OR, before λ).
+    Returns ``(losses [B], log_odds [B])``; the objective (janus_jax/objectives/orpo.py) turns z into
+    TRL's metrics ``log_odds_ratio`` (mean log σ(z)) and ``log_odds_chosen`` (mean z).
     """
     lam = float(lam)
     if not lam >= 0:
@@ -237,25 +201,45 @@ def orpo_loss(
     if nll.ndim != 0 and nll.shape != chosen.shape:
         raise ValueError(f"chosen_nll must be a scalar or shape {chosen.shape}, got {nll.shape}")
 
-    log_odds = (chosen - rejected) - (_log1mexp(chosen) - _log1mexp(rejected))
-    log_sig = jax.nn.log_sigmoid(log_odds)
-    losses = nll - lam * log_sig
-
-    metrics = preference_metrics(lam * chosen, lam * rejected, chosen, rejected)
-    metrics.update(
-        {
-            "nll_loss": jnp.mean(nll),
-            "log_odds_ratio": jnp.mean(log_sig),
-            "log_odds_chosen": jnp.mean(log_odds),
-            "or_loss": -jnp.mean(log_sig),
-        }
-    )
-    metrics = {name: jax.lax.stop_gradient(value) for name, value in metrics.items()}
-    return losses, metrics
+    log_odds = (chosen - rejected) - (log1mexp(chosen) - log1mexp(rejected))
+    losses = nll - lam * jax.nn.log_sigmoid(log_odds)
+    return losses, log_odds
 
 
 # ----------------------------------------------------------------------------------------------------
-# Reward model and shared metrics
+# SimPO
+# ----------------------------------------------------------------------------------------------------
+
+
+def simpo_loss(
+    chosen_mean_logps: jax.Array,
+    rejected_mean_logps: jax.Array,
+    *,
+    beta: float,
+    gamma: float,
+    label_smoothing: float = 0.0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per-pair SimPO loss (Meng et al. 2024) and its rewards, as TRL's ``CPOTrainer`` with ``loss_type="simpo"``.
+
+    With ℓ the per-token mean completion log-prob (length-normalised, no reference model) and
+    u = β·(ℓ_c − ℓ_r) − γ: loss = −(1−ε)·log σ(u) − ε·log σ(−u), γ being the target reward margin
+    (TRL's ``simpo_gamma``). Rewards are β·ℓ under ``stop_gradient``. TRL's optional ``cpo_alpha``
+    NLL term (CPO-SimPO) is not part of SimPO and is left out: this is TRL with ``cpo_alpha=0``.
+    """
+    beta, gamma, eps = float(beta), float(gamma), float(label_smoothing)
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    if not 0.0 <= eps <= 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5], got {eps}")
+    _same_shape({"chosen_mean_logps": chosen_mean_logps, "rejected_mean_logps": rejected_mean_logps})
+    chosen, rejected = _float(chosen_mean_logps), _float(rejected_mean_logps)
+    margin = beta * (chosen - rejected) - gamma
+    losses = -(1 - eps) * jax.nn.log_sigmoid(margin) - eps * jax.nn.log_sigmoid(-margin)
+    return losses, jax.lax.stop_gradient(beta * chosen), jax.lax.stop_gradient(beta * rejected)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reward model
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -263,32 +247,3 @@ def bradley_terry_loss(chosen_rewards: jax.Array, rejected_rewards: jax.Array) -
     """Per-pair Bradley-Terry loss −log σ(r_c − r_r) for a scalar reward head (OpenRLHF ``train_rm``)."""
     _same_shape({"chosen_rewards": chosen_rewards, "rejected_rewards": rejected_rewards})
     return -jax.nn.log_sigmoid(_float(chosen_rewards) - _float(rejected_rewards))
-
-
-def preference_metrics(
-    chosen_rewards: jax.Array,
-    rejected_rewards: jax.Array,
-    policy_chosen_logps: jax.Array,
-    policy_rejected_logps: jax.Array,
-) -> dict[str, jax.Array]:
-    """Batch means under TRL's names, so logs read the same as a TRL run's.
-
-    ``rewards/accuracies`` counts strict wins: a tie counts as wrong, as in TRL.
-    """
-    _same_shape(
-        {
-            "chosen_rewards": chosen_rewards,
-            "rejected_rewards": rejected_rewards,
-            "policy_chosen_logps": policy_chosen_logps,
-            "policy_rejected_logps": policy_rejected_logps,
-        }
-    )
-    chosen_rewards, rejected_rewards = _float(chosen_rewards), _float(rejected_rewards)
-    return {
-        "rewards/chosen": jnp.mean(chosen_rewards),
-        "rewards/rejected": jnp.mean(rejected_rewards),
-        "rewards/margins": jnp.mean(chosen_rewards - rejected_rewards),
-        "rewards/accuracies": jnp.mean((chosen_rewards > rejected_rewards).astype(chosen_rewards.dtype)),
-        "logps/chosen": jnp.mean(_float(policy_chosen_logps)),
-        "logps/rejected": jnp.mean(_float(policy_rejected_logps)),
-    }
