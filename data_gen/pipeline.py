@@ -24,9 +24,9 @@ from typing import Any
 
 from data_gen import preference_sets, responses, rubrics, system_messages
 from data_gen.instructions import Decontaminator, load_instructions
-from data_gen.jsonl import read_jsonl, sha256_file, write_json_atomic, write_jsonl_atomic
 from data_gen.splits import build_splits
 from data_gen.stage_runner import LLMTask, StageReport, load_stage_rows, run_llm_stage, stage_paths
+from janus_jax.jsonio import read_jsonl, sha256_file, write_json_atomic, write_jsonl_atomic
 from janus_jax.llm import LLMClient, price_for, run_batch
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def read_instructions(config: PipelineConfig) -> list[dict[str, Any]]:
     path = config.stage_dir / "instructions.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the instructions stage first")
-    rows = list(read_jsonl(path))
+    rows = read_jsonl(path)
     return rows[: config.limit] if config.limit is not None else rows
 
 
@@ -261,7 +261,7 @@ async def _run(config: PipelineConfig) -> dict[str, Any]:
                 rows[name] = {k: v for k, v in stage_rows.items() if v["instruction_id"] in wanted_ids}
                 stage_failures[name] = [
                     f
-                    for f in read_jsonl(stage_paths(config.stage_dir, name)["failures"])
+                    for f in read_jsonl(stage_paths(config.stage_dir, name)["failures"], missing_ok=True)
                     if f["instruction_id"] in wanted_ids
                 ]
     finally:
@@ -292,7 +292,10 @@ async def _run(config: PipelineConfig) -> dict[str, Any]:
         m.TEMPLATE.name: {"version": m.TEMPLATE.version, "sha256": m.TEMPLATE.sha256} for m in LLM_STAGES.values()
     }
     manifest["stage_files"] = {
-        name: {"rows": len(rows.get(name, {})), "sha256": sha256_file(stage_paths(config.stage_dir, name)["rows"])}
+        name: {
+            "rows": len(rows.get(name, {})),
+            "sha256": _sha256_if_present(stage_paths(config.stage_dir, name)["rows"]),
+        }
         for name in ("instructions", *LLM_STAGES)
     }
     manifest["stage_files"]["instructions"]["rows"] = len(instructions)
@@ -301,6 +304,10 @@ async def _run(config: PipelineConfig) -> dict[str, Any]:
     manifest["finished"] = datetime.datetime.now(datetime.UTC).isoformat()
     write_json_atomic(config.out / "manifest.json", manifest)
     return manifest
+
+
+def _sha256_if_present(path: Path) -> str | None:
+    return sha256_file(path) if path.exists() else None
 
 
 def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
