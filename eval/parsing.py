@@ -101,6 +101,21 @@ def parse_pairwise(text: str | None) -> str | None:
     return labels.pop() if len(labels) == 1 else None
 
 
+_FOUR_LABEL = re.compile(r"\[\[\s*(A|B|BOTH\s+GOOD|BOTH\s+BAD)\s*\]\]", re.IGNORECASE)
+
+
+def parse_four_label(text: str | None) -> str | None:
+    """Read the four-label pairwise verdict: ``[[A]]`` -> "A", ``[[B]]`` -> "B", ``[[BOTH GOOD]]`` ->
+    "both good", ``[[BOTH BAD]]`` -> "both bad". Several different labels in one reply give None."""
+    if not text:
+        return None
+    labels = {" ".join(label.split()).upper() for label in _FOUR_LABEL.findall(text)}
+    if len(labels) != 1:
+        return None
+    label = labels.pop()
+    return label if label in ("A", "B") else label.lower()
+
+
 _ARENA_LABEL = re.compile(r"\[\[([AB<>=]+)\]\]")
 ARENA_VERDICTS = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
 

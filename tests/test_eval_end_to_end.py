@@ -23,8 +23,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from scripted_openai_server import Call, Fault, ScriptedOpenAIServer  # noqa: E402
 
-from eval.benchmarks import DATA_DIR, read_jsonl  # noqa: E402
+from eval import DATA_DIR  # noqa: E402
 from eval.cli import main as eval_main  # noqa: E402
+from janus_jax.jsonio import read_jsonl  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 KOALA = read_jsonl(DATA_DIR / "sources" / "koala_test_set.jsonl")[0]["prompt"]
@@ -301,6 +302,8 @@ def test_pairwise_rates_and_consistency(tmp_path):
                     str(bench),
                     "--baseline",
                     str(baseline),
+                    "--protocol",
+                    "pair-v2",
                     "--out",
                     str(tmp_path / "pair"),
                     "--rounds",

@@ -8,16 +8,37 @@ AlpacaEval (1 = baseline, 2 = model), so ``eval.alpaca_lc`` computes both win ra
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
+from eval import DATA_DIR
 from eval.alpaca_lc import LcAssets, length_controlled_winrate
-from eval.benches.common import RunSettings, judge_failures
-from eval.benchmarks import Item
+from eval.benches.common import Benchmark, Item, JudgeParser, Loaded, Option, RunSettings, judge_failures, limited
 from eval.engine import JudgeJob
+from eval.parsing import parse_alpaca_choice
 from eval.prompts import ALPACA_JUDGE_SAMPLING, alpaca_messages, alpaca_template_hash
 
 KEY_FIELDS = ("id",)
 TEMPLATE_HASH = alpaca_template_hash
+LC_VARIANT = Option("lc-variant", "minimal", "AlpacaEval length-controlled GLM (noreg/v1 need --lc-assets)",
+                    choices=("minimal", "noreg", "v1"))
+LC_ASSETS = Option("lc-assets", None, "directory with AlpacaEval's instruction_difficulty.csv and/or df_gamed.csv",
+                   metavar="DIR")
+
+
+def load_alpaca_eval() -> Loaded:
+    """The 805 AlpacaEval 2.0 instructions; ``meta['baseline']`` is gpt4_1106_preview's output."""
+    rows = json.loads((DATA_DIR / "alpaca_eval" / "gpt4_1106_preview_outputs.json").read_text())
+    items = [
+        Item(id=str(i), turns=[r["instruction"]], category=r.get("dataset", ""),
+             meta={"baseline": r["output"], "baseline_name": r["generator"]})
+        for i, r in enumerate(rows)
+    ]
+    return Loaded(items)
+
+
+def alpaca_instructions() -> list[str]:
+    return [item.prompt for item in load_alpaca_eval().items]
 
 
 def item_snapshots(items: list[Item]) -> list[dict[str, Any]]:
@@ -47,7 +68,8 @@ def judge_jobs(items: list[Item], answers: dict[str, list], settings: RunSetting
     return jobs
 
 
-def aggregate(snapshots: list[dict], judgments: list[dict], settings: RunSettings) -> dict[str, Any]:
+def aggregate(snapshots: list[dict], judgments: list[dict], settings: RunSettings,
+              responses: dict | None = None) -> dict[str, Any]:
     meta = {s["id"]: s for s in snapshots}
     rows = [r for r in judgments if r.get("value") is not None and r["id"] in meta]
     problems = judge_failures(judgments)
@@ -55,10 +77,10 @@ def aggregate(snapshots: list[dict], judgments: list[dict], settings: RunSetting
         return {"metric": "win rate (%)", "overall": None, "counts": {"items": len(snapshots)}, "problems": problems}
     # value 1 = the first shown output won; undo the order so 1 = baseline, 2 = model.
     prefs = [float(3 - r["value"]) if r["switched"] else float(r["value"]) for r in rows]
-    assets = LcAssets.from_dir(settings.lc_assets) if settings.lc_assets else None
+    assets = LcAssets.from_dir(settings.get(LC_ASSETS)) if settings.get(LC_ASSETS) else None
     metrics = length_controlled_winrate(
         prefs, [meta[r["id"]]["baseline_len"] for r in rows], [r["model_len"] for r in rows],
-        [meta[r["id"]]["index"] for r in rows], variant=settings.lc_variant, assets=assets,
+        [meta[r["id"]]["index"] for r in rows], variant=settings.get(LC_VARIANT), assets=assets,
     )
     lc, lc_se = metrics["length_controlled_winrate"], metrics["lc_standard_error"]
     wr, se = metrics["win_rate"], metrics["standard_error"]
@@ -74,3 +96,21 @@ def aggregate(snapshots: list[dict], judgments: list[dict], settings: RunSetting
                                            "lc_variant", "lc_weights", "lc_extreme_change")},
         "problems": {k: v for k, v in problems.items() if v},
     }
+
+
+BENCHMARK = Benchmark(
+    name="alpaca_eval",
+    title="AlpacaEval 2.0 LC",
+    load=lambda settings, limit: limited(load_alpaca_eval(), limit),
+    key_fields=KEY_FIELDS,
+    item_snapshots=item_snapshots,
+    generation_options=generation_options,
+    judge_jobs=judge_jobs,
+    parsers={"alpaca": JudgeParser(parse_alpaca_choice)},
+    template_hash=lambda settings: alpaca_template_hash(),
+    aggregate=aggregate,
+    options=(LC_VARIANT, LC_ASSETS),
+    digits=1,
+    report_lines=lambda scores: ["AlpacaEval intervals are +-1.96 standard errors, as AlpacaEval reports them."],
+    in_summary_plot=True,
+)
