@@ -33,7 +33,7 @@ from eval.store import RowStore, row_key, write_json
 from janus_jax.jsonio import read_records
 
 log = logging.getLogger(__name__)
-SERVE_KEY_ENV = "JANUS_SERVE_API_KEY"  # janus-serve's key; eval's own janus-serve inherits it
+
 
 
 class NothingUsable(RuntimeError):
@@ -156,7 +156,7 @@ def run(
 def _model_endpoint(model: ModelSpec) -> Iterator[tuple[str | None, str]]:
     """(base URL, API-key variable) of the evaluated model; a checkpoint is served by janus-serve meanwhile."""
     if model.checkpoint:
-        from eval.serve_process import janus_serve
+        from eval.serve_process import SERVE_KEY_ENV, janus_serve
 
         with janus_serve(model.checkpoint, model.name) as base_url:
             yield base_url, SERVE_KEY_ENV
