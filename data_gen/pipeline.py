@@ -18,6 +18,7 @@ import asyncio
 import datetime
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,23 @@ def set_failures(
     return out, counts
 
 
+def failure_reasons(failures: list[dict[str, Any]], top: int = 5) -> list[dict[str, Any]]:
+    """The most common failure reasons of this run's calls (by stage), with their counts."""
+    counts = Counter((f["stage"], " ".join(str(f["reason"]).split())[:160]) for f in failures)
+    return [{"stage": stage, "reason": reason, "count": n} for (stage, reason), n in counts.most_common(top)]
+
+
+def unusable_reason(manifest: dict[str, Any]) -> str | None:
+    """Why a run produced nothing usable (no instruction kept, or a stage whose every call failed), or None."""
+    counts = manifest.get("instruction_counts")
+    if counts is not None and counts.get("kept", 0) == 0:
+        return f"no instruction was kept ({', '.join(f'{k}={v}' for k, v in counts.items())})"
+    for name, stage in manifest.get("stages", {}).items():
+        if stage["failed"] and stage["done_before"] + stage["written"] == 0:
+            return f"every call of stage {name} failed ({stage['failed']} of {stage['tasks']}); no row was written"
+    return None
+
+
 # ------------------------------------------------------------------------------------------ the run
 def make_client(config: PipelineConfig) -> LLMClient:
     return LLMClient(
@@ -271,6 +289,7 @@ async def _run(config: PipelineConfig) -> dict[str, Any]:
 
     failures, set_counts = set_failures(instructions, rows, stage_failures)
     write_jsonl_atomic(config.out / "failures.jsonl", failures)
+    manifest["failure_reasons"] = failure_reasons([f for name in stage_reports for f in stage_failures[name]])
     manifest["stages"] = stage_reports
     manifest["set_counts"] = set_counts
     manifest["instructions"] = len(instructions)
