@@ -305,7 +305,8 @@ def plan(
             gen_calls += 1
             gen_prompt += _tokens(chat_messages(it.system, it.turns[: turn + 1], [placeholder] * turn))
             gen_completion += int(options.get("max_tokens") or 1024) * int(options.get("n", 1))
-        answers[it.id] = [placeholder] * len(it.turns) if options.get("n", 1) == 1 else [[placeholder]]
+        n = int(options.get("n", 1))
+        answers[it.id] = [placeholder] * len(it.turns) if n == 1 else [[placeholder] * n]  # as generate stores
     judged = RowStore(out / "judgments.jsonl", bench.key_fields) if (out / "judgments.jsonl").exists() else None
 
     def pending(key: dict[str, Any]) -> bool:  # engine.judge's rule: not stored yet, or an API failure
