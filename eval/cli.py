@@ -141,14 +141,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_alpaca_lc(args: argparse.Namespace) -> int:
-    from eval.alpaca_lc import LcAssets, annotations_to_arrays, length_controlled_winrate
-    from eval.benches.alpaca_eval import alpaca_instructions
+    from eval.alpaca_lc import annotations_to_arrays, length_controlled_winrate
+    from eval.benches.alpaca_eval import LC_ASSETS, LC_VARIANT, alpaca_instructions, lc_setup
     from janus_jax.jsonio import read_records
 
     arrays = annotations_to_arrays(read_records(args.annotations), alpaca_instructions())
-    assets = LcAssets.from_dir(args.lc_assets) if args.lc_assets else None
-    metrics = length_controlled_winrate(**arrays, variant=args.variant, assets=assets)
-    print(json.dumps(metrics, indent=2))
+    variant, assets, origin = lc_setup(RunSettings(options={LC_VARIANT.dest: args.variant,
+                                                            LC_ASSETS.dest: args.lc_assets}))
+    metrics = length_controlled_winrate(**arrays, variant=variant, assets=assets)
+    print(json.dumps({**metrics, "lc_assets": origin}, indent=2, default=str))
     return 0
 
 
@@ -163,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, metavar="DIR")
     p = sub.add_parser("alpaca-lc", help="win rate and LC win rate of an AlpacaEval annotations file")
     p.add_argument("annotations", help="AlpacaEval annotations.json (output_1 = baseline, output_2 = model)")
-    p.add_argument("--variant", choices=["minimal", "noreg", "v1"], default="minimal")
-    p.add_argument("--lc-assets", metavar="DIR")
+    p.add_argument("--variant", choices=["auto", "minimal", "noreg", "v1"], default="auto",
+                   help="LC GLM; auto: v1 when AlpacaEval's df_gamed.csv is at hand, else minimal")
+    p.add_argument("--lc-assets", metavar="DIR|hub", help="AlpacaEval's LC files: a directory, or 'hub'")
     from eval.build_bench import add_parser as add_build_bench
 
     add_build_bench(sub)

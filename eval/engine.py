@@ -139,6 +139,7 @@ def judge(
 
     def on_result(index: int, result: ChatResult) -> None:
         job = todo[index]
+        parser = parsers[job.parser]
         raw = result.texts[0] if result.texts else None
         if result.ok:
             value, error, kind = result.value, None, None
@@ -151,11 +152,29 @@ def judge(
             "parser": job.parser, "parser_version": PARSER_VERSION, "sampling": job.options,
             "raw": raw, "value": value, "error": error, "error_kind": kind, "attempts": result.attempts,
         }
-        if raw is not None and parsers[job.parser].details:
-            row.update(parsers[job.parser].details(raw))
+        top = first_token_top_logprobs(result)
+        if top is not None:
+            row["top_logprobs"] = top
+        if result.ok and parser.from_logprobs is not None:
+            row["value"], row["annotation"] = parser.verdict(row)
+        if raw is not None and parser.details:
+            row.update(parser.details(raw))
         store.add(row)
 
     _run(client, requests, on_result, "judge", progress)
+
+
+def first_token_top_logprobs(result: ChatResult) -> dict[str, float] | None:
+    """``{token: logprob}`` of the first reply token's most likely alternatives, when the client returned them.
+
+    The contract with the LLM client: ``ChatResult.top_logprobs`` is None, or per choice a list (one entry
+    per generated token) of ``{token: logprob}`` dicts holding that position's top alternatives, as
+    requested with the ``logprobs=True, top_logprobs=k`` chat options.
+    """
+    per_choice = getattr(result, "top_logprobs", None)
+    if not per_choice or not per_choice[0]:
+        return None
+    return {str(token): float(lp) for token, lp in per_choice[0][0].items()}
 
 
 def rescore_rows(
@@ -171,10 +190,12 @@ def rescore_rows(
         row = dict(row)
         if row.get("parser") in parsers and row.get("error_kind") != "api" and row.get("raw") is not None:
             parser = parsers[row["parser"]]
-            value = parser.read(row["raw"])
+            value, annotation = parser.verdict(row)
             if value != row.get("value"):
                 changed += 1
             row["value"] = value
+            if annotation:
+                row["annotation"] = annotation
             row["error"] = None if value is not None else "parse_failure: no verdict in the stored reply"
             row["error_kind"] = None if value is not None else "parse"
             if parser.details:

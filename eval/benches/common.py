@@ -97,10 +97,22 @@ TableColumns = Callable[[list[dict]], list[tuple[str, Callable[[dict], dict | No
 @dataclass(frozen=True)
 class JudgeParser:
     """Reads a verdict from a judge reply (None: no verdict, the reply is asked again); ``details`` adds
-    fields to the stored judgment row (e.g. the feedback text before the score)."""
+    fields to the stored judgment row (e.g. the feedback text before the score). ``from_logprobs`` reads
+    the verdict from the first reply token's top log-probabilities (``{token: logprob}``) instead, when the
+    judge returned them (AlpacaEval's weighted annotation); the row then records ``annotation: weighted``."""
 
     read: Callable[[str], Any]
     details: Callable[[str], dict[str, Any]] | None = None
+    from_logprobs: Callable[[dict[str, float]], Any] | None = None
+
+    def verdict(self, row: dict[str, Any]) -> tuple[Any, str | None]:
+        """(value, annotation) of a stored judgment row with its ``raw`` reply and maybe ``top_logprobs``."""
+        if self.from_logprobs is not None and row.get("top_logprobs"):
+            value = self.from_logprobs(row["top_logprobs"])
+            if value is not None:
+                return value, "weighted"
+        value = self.read(row["raw"]) if row.get("raw") else None
+        return value, ("discrete" if self.from_logprobs is not None else None)
 
 
 @dataclass(frozen=True)
