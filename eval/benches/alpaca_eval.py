@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from functools import lru_cache
 from typing import Any
 
 from eval import DATA_DIR
@@ -39,6 +40,7 @@ ANNOTATORS = {
 }
 
 
+@lru_cache(maxsize=1)
 def client_returns_logprobs() -> bool:
     """Whether the LLM client accepts ``logprobs`` / ``top_logprobs`` and returns ``ChatResult.top_logprobs``."""
     import dataclasses
