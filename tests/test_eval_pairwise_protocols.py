@@ -91,6 +91,18 @@ def test_four_labels_and_pair_v2_from_the_same_judgments(tmp_path):
                                    "position_consistency": 400 / 6})
     assert pair["counts"]["wins"] == 1 and pair["counts"]["ties"] == 4 and pair["counts"]["losses"] == 1
 
+    # A pairwise run directory from before the protocols (its settings name no protocol) rescores as pair-v2.
+    run_json = tmp_path / "pair-v2" / "run.json"
+    info = json.loads(run_json.read_text())
+    info["settings"] = {"runs": 3, "seed": 0, "rounds": 200, "level": 0.95, "open_model": False,
+                        "lc_variant": "minimal", "lc_assets": None, "baseline": {}, "baseline_name": "mistral",
+                        "arena_resample": "question"}
+    run_json.write_text(json.dumps(info))
+    assert eval_main(["rescore", str(tmp_path / "pair-v2")]) == 0
+    old = json.loads((tmp_path / "pair-v2" / "scores.json").read_text())
+    assert {k: v["value"] for k, v in old["rates"].items()} == pytest.approx(rates)
+    assert old["protocol"] == "pair-v2" and old["baseline"] == "mistral"
+
 
 @pytest.mark.parametrize(("reply", "expected"), [
     ("Both fine. [[BOTH GOOD]]", "both good"),

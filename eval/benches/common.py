@@ -85,7 +85,7 @@ class RunSettings:
         """Read run.json's settings; older run directories kept the options as top-level fields."""
         known = {f.name for f in fields(cls)}
         settings = cls(**{k: v for k, v in data.items() if k in known})
-        legacy = {k: v for k, v in data.items() if k not in known and k not in ("baseline", "baseline_name")}
+        legacy = {k: v for k, v in data.items() if k not in known and k != "baseline"}  # answers, not a setting
         settings.options = {**legacy, **settings.options}
         return settings
 

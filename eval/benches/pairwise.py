@@ -163,9 +163,21 @@ def four_label_shares(outcome_1: str, outcome_2: str) -> dict[str, float]:
     return shares
 
 
+def protocol_of(judgments: list[dict], settings: RunSettings) -> str:
+    """The protocol the stored judgments were made with (their parser), else the settings' (run directories
+    from before the four-label protocol were pair-v2 and record no protocol)."""
+    parsers = {row.get("parser") for row in judgments}
+    if parsers == {"pairwise"}:
+        return "pair-v2"
+    if parsers == {"four_label"}:
+        return "four-label"
+    return settings.get(PROTOCOL)
+
+
 def aggregate(snapshots: list[dict], judgments: list[dict], settings: RunSettings,
               responses: dict | None = None) -> dict[str, Any]:
     meta = {s["id"]: s for s in snapshots}
+    protocol = protocol_of(judgments, settings)
     games: dict[str, dict[int, str]] = defaultdict(dict)
     for row in judgments:
         if row.get("value") is not None and row["id"] in meta:
@@ -180,8 +192,9 @@ def aggregate(snapshots: list[dict], judgments: list[dict], settings: RunSetting
     problems = judge_failures(judgments)
     problems["incomplete_pair"] = [i for i in meta if i not in ids and i in games]
     consistency = rate(lambda i: float(games[i][1] == games[i][2]))
-    base = baseline_name(settings.get(BASELINE)) if settings.get(BASELINE) else "baseline"
-    if settings.get(PROTOCOL) == "pair-v2":
+    base = baseline_name(settings.get(BASELINE)) if settings.get(BASELINE) else \
+        settings.options.get("baseline_name", "baseline")  # run directories from before --baseline was an option
+    if protocol == "pair-v2":
         outcome = {i: combine(games[i][1], games[i][2]) for i in ids}
         rates = {kind: rate(lambda i, kind=kind: float(outcome[i] == kind)) for kind in ("win", "tie", "loss")}
         rates["tie+win"] = rate(lambda i: float(outcome[i] in ("win", "tie")))
@@ -196,7 +209,7 @@ def aggregate(snapshots: list[dict], judgments: list[dict], settings: RunSetting
     rates["position_consistency"] = consistency
     return {
         "metric": "tie+win rate (%)",
-        "protocol": settings.get(PROTOCOL),
+        "protocol": protocol,
         "baseline": base,
         "overall": rates["tie+win"],
         "rates": rates,
