@@ -16,6 +16,7 @@ from data_gen.pipeline import (
     estimate,
     format_table,
     run_pipeline,
+    unusable_reason,
 )
 
 
@@ -181,6 +182,10 @@ def _print_summary(manifest: dict[str, Any]) -> None:
     )
     if "splits" in manifest:
         print("splits: " + ", ".join(f"{name}={info['rows']}" for name, info in manifest["splits"].items()))
+    if manifest.get("failure_reasons"):
+        print("top failure reasons:")
+        for failure in manifest["failure_reasons"]:
+            print(f"  {failure['count']}x {failure['stage']}: {failure['reason']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _print_summary(manifest)
     print(f"manifest: {config.out / 'manifest.json'}")
+    reason = unusable_reason(manifest)
+    if reason:
+        print(f"error: nothing usable was produced: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 

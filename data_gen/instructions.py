@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_gen.jsonl import sha256_file
+from janus_jax.jsonio import sha256_file
 
 # A prompt that opens by giving the assistant a persona (after the Multifaceted Collection card's filter).
 PERSONA_PATTERN = re.compile(r"^\s*(you are|you're|imagine|take \w*(?: \w+)* role)\b", re.IGNORECASE)

@@ -18,15 +18,16 @@ import asyncio
 import datetime
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from data_gen import preference_sets, responses, rubrics, system_messages
 from data_gen.instructions import Decontaminator, load_instructions
-from data_gen.jsonl import read_jsonl, sha256_file, write_json_atomic, write_jsonl_atomic
 from data_gen.splits import build_splits
 from data_gen.stage_runner import LLMTask, StageReport, load_stage_rows, run_llm_stage, stage_paths
+from janus_jax.jsonio import read_jsonl, sha256_file, write_json_atomic, write_jsonl_atomic
 from janus_jax.llm import LLMClient, price_for, run_batch
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def read_instructions(config: PipelineConfig) -> list[dict[str, Any]]:
     path = config.stage_dir / "instructions.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the instructions stage first")
-    rows = list(read_jsonl(path))
+    rows = read_jsonl(path)
     return rows[: config.limit] if config.limit is not None else rows
 
 
@@ -196,6 +197,23 @@ def set_failures(
     return out, counts
 
 
+def failure_reasons(failures: list[dict[str, Any]], top: int = 5) -> list[dict[str, Any]]:
+    """The most common failure reasons of this run's calls (by stage), with their counts."""
+    counts = Counter((f["stage"], " ".join(str(f["reason"]).split())[:160]) for f in failures)
+    return [{"stage": stage, "reason": reason, "count": n} for (stage, reason), n in counts.most_common(top)]
+
+
+def unusable_reason(manifest: dict[str, Any]) -> str | None:
+    """Why a run produced nothing usable (no instruction kept, or a stage whose every call failed), or None."""
+    counts = manifest.get("instruction_counts")
+    if counts is not None and counts.get("kept", 0) == 0:
+        return f"no instruction was kept ({', '.join(f'{k}={v}' for k, v in counts.items())})"
+    for name, stage in manifest.get("stages", {}).items():
+        if stage["failed"] and stage["done_before"] + stage["written"] == 0:
+            return f"every call of stage {name} failed ({stage['failed']} of {stage['tasks']}); no row was written"
+    return None
+
+
 # ------------------------------------------------------------------------------------------ the run
 def make_client(config: PipelineConfig) -> LLMClient:
     return LLMClient(
@@ -261,7 +279,7 @@ async def _run(config: PipelineConfig) -> dict[str, Any]:
                 rows[name] = {k: v for k, v in stage_rows.items() if v["instruction_id"] in wanted_ids}
                 stage_failures[name] = [
                     f
-                    for f in read_jsonl(stage_paths(config.stage_dir, name)["failures"])
+                    for f in read_jsonl(stage_paths(config.stage_dir, name)["failures"], missing_ok=True)
                     if f["instruction_id"] in wanted_ids
                 ]
     finally:
@@ -271,6 +289,7 @@ async def _run(config: PipelineConfig) -> dict[str, Any]:
 
     failures, set_counts = set_failures(instructions, rows, stage_failures)
     write_jsonl_atomic(config.out / "failures.jsonl", failures)
+    manifest["failure_reasons"] = failure_reasons([f for name in stage_reports for f in stage_failures[name]])
     manifest["stages"] = stage_reports
     manifest["set_counts"] = set_counts
     manifest["instructions"] = len(instructions)
@@ -292,7 +311,10 @@ async def _run(config: PipelineConfig) -> dict[str, Any]:
         m.TEMPLATE.name: {"version": m.TEMPLATE.version, "sha256": m.TEMPLATE.sha256} for m in LLM_STAGES.values()
     }
     manifest["stage_files"] = {
-        name: {"rows": len(rows.get(name, {})), "sha256": sha256_file(stage_paths(config.stage_dir, name)["rows"])}
+        name: {
+            "rows": len(rows.get(name, {})),
+            "sha256": _sha256_if_present(stage_paths(config.stage_dir, name)["rows"]),
+        }
         for name in ("instructions", *LLM_STAGES)
     }
     manifest["stage_files"]["instructions"]["rows"] = len(instructions)
@@ -301,6 +323,10 @@ async def _run(config: PipelineConfig) -> dict[str, Any]:
     manifest["finished"] = datetime.datetime.now(datetime.UTC).isoformat()
     write_json_atomic(config.out / "manifest.json", manifest)
     return manifest
+
+
+def _sha256_if_present(path: Path) -> str | None:
+    return sha256_file(path) if path.exists() else None
 
 
 def run_pipeline(config: PipelineConfig) -> dict[str, Any]:

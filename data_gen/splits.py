@@ -27,8 +27,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_gen.jsonl import write_jsonl_atomic
 from data_gen.schemas import SPLIT_SCHEMAS
+from janus_jax.jsonio import write_jsonl_atomic
 
 
 @dataclass

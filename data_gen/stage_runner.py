@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_gen.jsonl import Appender, read_jsonl, write_jsonl_atomic
+from janus_jax.jsonio import Appender, read_jsonl, write_jsonl_atomic
 from janus_jax.llm import ChatRequest, ChatResult, LLMClient
 
 
@@ -63,9 +63,9 @@ def load_stage_rows(stage_dir: Path, name: str, template: str | None = None) -> 
     """Rows of a stage by id (final file, then the partial log; rows of another template are ignored)."""
     paths = stage_paths(stage_dir, name)
     rows: dict[str, dict[str, Any]] = {}
-    for row in read_jsonl(paths["rows"]):
+    for row in read_jsonl(paths["rows"], missing_ok=True):
         rows[row["id"]] = row
-    for row in read_jsonl(paths["partial"], skip_bad_lines=True):
+    for row in read_jsonl(paths["partial"], skip_bad_lines=True, missing_ok=True):
         rows[row["id"]] = row
     if template is not None:
         rows = {k: v for k, v in rows.items() if v.get("template") == template}

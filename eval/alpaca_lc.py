@@ -147,7 +147,8 @@ def fit_logistic_cv(
 
 @dataclass(frozen=True)
 class LcAssets:
-    """AlpacaEval's precomputed files, when a user has them locally (the hub copy is not fetched here)."""
+    """AlpacaEval's precomputed files: from a directory, or the hub copy of ``df_gamed.csv`` (which also holds
+    the instruction difficulty) in the local Hugging Face cache."""
 
     instruction_difficulty: np.ndarray | None = None  # indexed by position in the 805-instruction set
     gamed: dict[str, np.ndarray] | None = None  # df_gamed.csv columns
@@ -184,6 +185,29 @@ class LcAssets:
                     first.setdefault(int(idx), float(val))
                 difficulty = np.array([first[i] for i in range(len(first))])
         return cls(difficulty, gamed)
+
+
+HUB_REPO = "tatsu-lab/alpaca_eval"  # a dataset repository; AlpacaEval's glm_winrate downloads df_gamed.csv
+
+
+def locate_assets(source: str | None) -> tuple[LcAssets | None, str | None]:
+    """(assets, where they came from) for the LC GLM, or (None, None) when none are at hand.
+
+    ``source`` is a directory; ``"hub"`` downloads AlpacaEval's ``df_gamed.csv`` once through huggingface_hub
+    (then cached); None looks in the local Hugging Face cache only (no network), so an earlier download makes
+    ``v1`` the default offline too.
+    """
+    if source and source != "hub":
+        return LcAssets.from_dir(source), str(source)
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(HUB_REPO, "df_gamed.csv", repo_type="dataset", local_files_only=source != "hub")
+    except Exception as error:  # not cached (offline lookup) or not downloadable
+        if source == "hub":
+            raise ValueError(f"could not download df_gamed.csv from the hub dataset {HUB_REPO}: {error}") from error
+        return None, None
+    return LcAssets.from_dir(Path(path).parent), f"hf://datasets/{HUB_REPO}/df_gamed.csv ({path})"
 
 
 def length_controlled_winrate(

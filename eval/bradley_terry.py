@@ -102,11 +102,6 @@ def fit_coefficients(battles: Battles, row_weights: np.ndarray | None = None) ->
     return beta
 
 
-def elo_ratings(beta: np.ndarray) -> np.ndarray:
-    """Elo scale of arena-hard: 400 per factor of ten, baseline at 1000."""
-    return 400.0 * (beta - beta[0]) + 1000.0
-
-
 def score_vs_baseline(beta: np.ndarray) -> np.ndarray:
     """Win probability against the baseline, in percent."""
     return 100.0 / (1.0 + 10.0 ** (-(beta - beta[0])))

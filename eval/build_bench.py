@@ -16,8 +16,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-from eval.benchmarks import DATA_DIR, read_jsonl
+from eval import DATA_DIR
 from eval.source_map import self_instruct_prompts
+from janus_jax.jsonio import read_jsonl
 
 SOURCE_NAMES = {"alpaca_eval": "AlpacaEval", "flask": "FLASK", "koala": "Koala", "mt_bench": "MT-Bench",
                 "self_instruct": "Self-Instruct"}

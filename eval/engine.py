@@ -7,38 +7,22 @@ when a run was killed come back from the client's on-disk cache, so a rerun repe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eval.benchmarks import Item
-from eval.parsing import (
-    PARSER_VERSION,
-    parse_absolute,
-    parse_alpaca_choice,
-    parse_arena,
-    parse_pairwise,
-    parse_rating,
-)
+from eval.parsing import PARSER_VERSION
 from eval.store import RowStore
 from janus_jax.llm import ChatRequest, ChatResult, LLMClient
 
-PARSERS: dict[str, Callable[[str], Any]] = {
-    "absolute": lambda text: parse_absolute(text)[1],
-    "rating": parse_rating,
-    "pairwise": parse_pairwise,
-    "arena": parse_arena,
-    "alpaca": parse_alpaca_choice,
-}
-
-
-def parse_value(parser: str, text: str | None) -> Any:
-    return PARSERS[parser](text) if text else None
+if TYPE_CHECKING:
+    from eval.benches.common import Item, JudgeParser
 
 
 @dataclass
 class JudgeJob:
-    """One judge call. ``key`` identifies the row (e.g. id + rubric + run); ``meta`` is stored beside it."""
+    """One judge call. ``key`` identifies the row (e.g. id + rubric + run); ``meta`` is stored beside it;
+    ``parser`` names an entry of the benchmark's ``parsers``."""
 
     key: dict[str, Any]
     messages: list[dict[str, str]]
@@ -122,6 +106,7 @@ def judge(
     client: LLMClient,
     store: RowStore,
     jobs: Sequence[JudgeJob],
+    parsers: Mapping[str, JudgeParser],
     template_hash: str,
     max_reasks: int,
     progress: bool = True,
@@ -140,7 +125,7 @@ def judge(
 
     def validator(parser: str) -> Callable[[str], Any]:
         def validate(text: str) -> Any:
-            value = PARSERS[parser](text)
+            value = parsers[parser].read(text)
             if value is None:
                 raise ValueError(f"no {parser} verdict in the reply")
             return value
@@ -154,6 +139,7 @@ def judge(
 
     def on_result(index: int, result: ChatResult) -> None:
         job = todo[index]
+        parser = parsers[job.parser]
         raw = result.texts[0] if result.texts else None
         if result.ok:
             value, error, kind = result.value, None, None
@@ -166,28 +152,54 @@ def judge(
             "parser": job.parser, "parser_version": PARSER_VERSION, "sampling": job.options,
             "raw": raw, "value": value, "error": error, "error_kind": kind, "attempts": result.attempts,
         }
-        if job.parser == "absolute":
-            row["feedback"] = parse_absolute(raw)[0] if raw else None
+        top = first_token_top_logprobs(result)
+        if top is not None:
+            row["top_logprobs"] = top
+        if result.ok and parser.from_logprobs is not None:
+            row["value"], row["annotation"] = parser.verdict(row)
+        if raw is not None and parser.details:
+            row.update(parser.details(raw))
         store.add(row)
 
     _run(client, requests, on_result, "judge", progress)
 
 
-def rescore_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """Re-parse stored raw judge replies with the current parsers; returns (rows, number changed)."""
+def first_token_top_logprobs(result: ChatResult) -> dict[str, float] | None:
+    """``{token: logprob}`` of the first reply token's most likely alternatives, when the client returned them.
+
+    The contract with the LLM client: ``ChatResult.top_logprobs`` is None, or per choice a list (one entry
+    per generated token) of ``{token: logprob}`` dicts holding that position's top alternatives, as
+    requested with the ``logprobs=True, top_logprobs=k`` chat options.
+    """
+    per_choice = getattr(result, "top_logprobs", None)
+    if not per_choice or not per_choice[0]:
+        return None
+    return {str(token): float(lp) for token, lp in per_choice[0][0].items()}
+
+
+def rescore_rows(
+    rows: Sequence[dict[str, Any]], parsers: Mapping[str, JudgeParser]
+) -> tuple[list[dict[str, Any]], int]:
+    """Re-parse stored raw judge replies with the current parsers; returns (rows, number changed).
+
+    Rows that no LLM judged (no ``parser``: e.g. Perspective API scores) are kept as they are.
+    """
     changed = 0
     out = []
     for row in rows:
         row = dict(row)
-        if row.get("error_kind") != "api" and row.get("raw") is not None:
-            value = parse_value(row["parser"], row["raw"])
+        if row.get("parser") in parsers and row.get("error_kind") != "api" and row.get("raw") is not None:
+            parser = parsers[row["parser"]]
+            value, annotation = parser.verdict(row)
             if value != row.get("value"):
                 changed += 1
             row["value"] = value
+            if annotation:
+                row["annotation"] = annotation
             row["error"] = None if value is not None else "parse_failure: no verdict in the stored reply"
             row["error_kind"] = None if value is not None else "parse"
-            if row["parser"] == "absolute":
-                row["feedback"] = parse_absolute(row["raw"])[0]
+            if parser.details:
+                row.update(parser.details(row["raw"]))
         row["parser_version"] = PARSER_VERSION
         out.append(row)
     return out, changed

@@ -10,7 +10,7 @@ import re
 
 # Bump when any parser below changes behaviour: every score row records it, and `python -m eval rescore`
 # re-parses the stored raw judge text with the current version.
-PARSER_VERSION = "2"
+PARSER_VERSION = "3"
 
 # ----------------------------------------------------------------------------------------------------------
 # Absolute 1-5 grading (Multifaceted Bench / Prometheus format: "Feedback: ... [RESULT] 4")
@@ -28,6 +28,8 @@ _FALLBACK = re.compile(
     r"(?:\[\s*score\s*\]|\[\s*result\s*\]|score\s+of|score\s*:|result\s*:|[\(\[]\s*score)\s*" + _SCORE_BODY,
     re.IGNORECASE,
 )
+# Where a sentence ends: . ! ? (with closing quotes or brackets) before whitespace, or a line break.
+_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*\s+|\n\s*")
 _RESULT_TAG = re.compile(r"\[\s*result\s*\]|\[\s*result\s*:", re.IGNORECASE)
 _FEEDBACK_PREFIX = re.compile(r"^\s*(?:###\s*)?feedback\s*:\s*", re.IGNORECASE)
 
@@ -37,7 +39,10 @@ def parse_absolute(text: str | None) -> tuple[str | None, int | None]:
 
     The score after the last ``[RESULT]`` tag is read first, so feedback that mentions "a score of 4" before
     ``[RESULT] 3`` gives 3 (the reference implementation's first-match regex returns 4). Without a readable
-    ``[RESULT]`` the last of the other common forms is used. Out-of-range or fractional numbers give None.
+    ``[RESULT]`` the last of the other common forms ("(Score 4)", "Score: 4", ...) is used only when it stands
+    in the reply's last sentence: a "(Score 5)" quoted from the rubric or the reference answer earlier in the
+    reply is not the judge's verdict, so such a reply has no score (and is asked again). Out-of-range or
+    fractional numbers give None.
     """
     if not text or not text.strip():
         return None, None
@@ -50,8 +55,16 @@ def parse_absolute(text: str | None) -> tuple[str | None, int | None]:
     # the last tag is searched then.
     start = tags[-1].end() if tags else 0
     fallbacks = list(_FALLBACK.finditer(text, start))
+    if not tags and fallbacks and fallbacks[-1].start() < _last_sentence_start(text):
+        fallbacks = []  # a quoted number, not a verdict
     end = tags[-1].start() if tags else (fallbacks[-1].start() if fallbacks else len(text))
     return _clean_feedback(text[:end]), (int(fallbacks[-1].group(1)) if fallbacks else None)
+
+
+def _last_sentence_start(text: str) -> int:
+    body = text.rstrip()
+    ends = [m.end() for m in _SENTENCE_END.finditer(body)]
+    return ends[-1] if ends else 0
 
 
 def _clean_feedback(text: str) -> str:
@@ -99,6 +112,21 @@ def parse_pairwise(text: str | None) -> str | None:
         return None
     labels = {_PAIR_MEANING[label] for label in _PAIR_LABEL.findall(text)}
     return labels.pop() if len(labels) == 1 else None
+
+
+_FOUR_LABEL = re.compile(r"\[\[\s*(A|B|BOTH\s+GOOD|BOTH\s+BAD)\s*\]\]", re.IGNORECASE)
+
+
+def parse_four_label(text: str | None) -> str | None:
+    """Read the four-label pairwise verdict: ``[[A]]`` -> "A", ``[[B]]`` -> "B", ``[[BOTH GOOD]]`` ->
+    "both good", ``[[BOTH BAD]]`` -> "both bad". Several different labels in one reply give None."""
+    if not text:
+        return None
+    labels = {" ".join(label.split()).upper() for label in _FOUR_LABEL.findall(text)}
+    if len(labels) != 1:
+        return None
+    label = labels.pop()
+    return label if label in ("A", "B") else label.lower()
 
 
 _ARENA_LABEL = re.compile(r"\[\[([AB<>=]+)\]\]")

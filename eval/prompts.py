@@ -12,7 +12,8 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from eval.benchmarks import DATA_DIR, read_jsonl
+from eval import DATA_DIR
+from janus_jax.jsonio import read_jsonl
 
 Message = dict[str, str]
 

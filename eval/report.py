@@ -7,13 +7,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from eval.source_map import SUBSETS
+from eval.benches import benchmarks
+from eval.benches.common import Benchmark
 
-BENCH_TITLES = {
-    "multifaceted": "Multifaceted Bench", "pairwise": "Pairwise", "mt_bench": "MT-Bench",
-    "arena_hard": "Arena-Hard v0.1", "alpaca_eval": "AlpacaEval 2.0 LC", "rtp": "RealToxicityPrompts",
-}
-_COLORS = {"win": "#2a9d8f", "tie": "#e9c46a", "loss": "#e76f51", "bar": "#457b9d", "edge": "#1d3557"}
 _MAX_IDS = 20
 
 
@@ -35,8 +31,10 @@ def load_scores(run_dir: str | Path) -> dict[str, Any]:
     return scores
 
 
-def _digits(bench: str) -> int:
-    return 1 if bench in ("pairwise", "arena_hard", "alpaca_eval") else 2
+def _columns(bench: Benchmark, runs: list[dict]) -> list[tuple[str, Any]]:
+    if bench.table_columns:
+        return bench.table_columns(runs)
+    return [(bench.title, lambda s: s.get("overall"))]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -51,45 +49,35 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def main_table(runs: list[dict]) -> list[str]:
-    """Rows = models, columns = benchmarks (Multifaceted Bench split into its five sources)."""
+    """Rows = models, columns = benchmarks in registry order (each bench names its own columns)."""
     by_model: dict[str, dict[str, dict]] = defaultdict(dict)
     for s in runs:
         by_model[s["model"]][s["benchmark"]] = s
-    benches = [b for b in BENCH_TITLES if any(b in m for m in by_model.values())]
+    registered = benchmarks()
     header = ["Model"]
-    for b in benches:
-        if b == "multifaceted":
-            present = _subsets_present(by_model)
-            header += present + ["Multifaceted avg"]
-        elif b == "pairwise":
-            header += ["Pairwise tie+win (%)"]
-        else:
-            header += [BENCH_TITLES[b]]
+    cells: list[tuple[Benchmark, Any]] = []
+    for name, bench in registered.items():
+        present = [m[name] for m in by_model.values() if name in m]
+        if present:
+            for label, extract in _columns(bench, present):
+                header.append(label)
+                cells.append((bench, extract))
     rows = []
-    for model, benchmarks in by_model.items():
-        row = [model]
-        for b in benches:
-            s = benchmarks.get(b)
-            if b == "multifaceted":
-                present = _subsets_present(by_model)
-                row += [fmt((s or {}).get("by_subset", {}).get(x)) for x in present]
-            row.append(fmt((s or {}).get("overall"), _digits(b)))
-        rows.append(row)
+    for model, benches in by_model.items():
+        rows.append([model] + [fmt(extract(benches[b.name]) if b.name in benches else None, b.digits)
+                               for b, extract in cells])
     return _table(header, rows)
 
 
-def _subsets_present(by_model: dict[str, dict[str, dict]]) -> list[str]:
-    return [x for x in SUBSETS if any(x in m.get("multifaceted", {}).get("by_subset", {}) for m in by_model.values())]
-
-
 def run_sections(s: dict) -> list[str]:
-    bench, digits = s["benchmark"], _digits(s["benchmark"])
-    lines = [f"## {BENCH_TITLES.get(bench, bench)}: {s['model']}", ""]
+    bench = benchmarks()[s["benchmark"]]
+    digits = bench.digits
+    lines = [f"## {bench.title}: {s['model']}", ""]
     lines.append(f"Judge `{s['judge']}`, judge-prompt hash `{s['template_hash']}`, parser v{s['parser_version']}; "
                  f"{round(100 * s['level'])}% percentile bootstrap over prompts, "
                  f"{s['rounds']} rounds, seed {s['seed']}.")
-    if bench == "alpaca_eval":
-        lines[-1] += " AlpacaEval intervals are +-1.96 standard errors, as AlpacaEval reports them."
+    if bench.report_lines:
+        lines[-1] += " " + " ".join(bench.report_lines(s))
     lines.append("")
     lines += _table(["metric", "value [interval]", "n"],
                     [[s["metric"], fmt(s.get("overall"), digits), str((s.get("overall") or {}).get("n", ""))]])
@@ -103,6 +91,8 @@ def run_sections(s: dict) -> list[str]:
         lines += ["", "Per judge run: " + ", ".join(f"{v:.3f}" if v is not None else "n/a" for v in s["per_run"])]
     if s.get("counts"):
         lines += ["", "Counts: " + ", ".join(f"{k} {v}" for k, v in s["counts"].items())]
+    if s.get("failure_reasons"):
+        lines += ["", "Top failure reasons: " + "; ".join(f"{r['count']}x {r['reason']}" for r in s["failure_reasons"])]
     lines += ["", "### Problems", ""]
     if s.get("problems"):
         for kind, ids in s["problems"].items():
@@ -130,104 +120,20 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     return path
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Plots
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _axes(n_rows: int, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.45 * max(n_rows, 2)), dpi=150)
-    ax.set_title(title, fontsize=11, loc="left", fontweight="bold")
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.grid(axis="x", color="#dddddd", linewidth=0.6)
-    ax.set_axisbelow(True)
-    return fig, ax
-
-
-def _interval_plot(labels: list[str], ests: list[dict], title: str, xlabel: str, path: Path,
-                   xlim: tuple[float, float] | None = None) -> None:
-    fig, ax = _axes(len(labels), title)
-    ys = list(range(len(labels)))[::-1]
-    values = [e["value"] for e in ests]
-    lows = [e["value"] - e["low"] if e.get("low") == e.get("low") else 0 for e in ests]
-    highs = [e["high"] - e["value"] if e.get("high") == e.get("high") else 0 for e in ests]
-    colors = [_COLORS["edge"] if label.endswith("average") else _COLORS["bar"] for label in labels]
-    ax.barh(ys, values, color=colors, height=0.55, alpha=0.85)
-    ax.errorbar(values, ys, xerr=[lows, highs], fmt="none", ecolor=_COLORS["edge"], capsize=3, linewidth=1.2)
-    for y, v, e in zip(ys, values, ests, strict=True):
-        ax.text(e.get("high", v) if e.get("high") == e.get("high") else v, y, f"  {v:.2f}", va="center", fontsize=8)
-    ax.set_yticks(ys, labels, fontsize=9)
-    ax.set_xlabel(xlabel, fontsize=9)
-    if xlim:
-        ax.set_xlim(*xlim)
-    fig.tight_layout()
-    fig.savefig(path)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-
-
 def plot_runs(runs: list[dict], out_dir: Path) -> list[str]:
-    """Score-by-benchmark, score-by-dimension and win/tie/loss plots; returns the file names written."""
+    """Each benchmark's own figures, then one figure of every summary-plot benchmark's overall score."""
+    from eval.plots import interval_plot
+
     written = []
-    multi = [s for s in runs if s["benchmark"] == "multifaceted" and s.get("overall")]
-    if multi:
-        labels, ests = [], []
-        for s in multi:
-            prefix = f"{s['model']}: " if len(multi) > 1 else ""
-            for subset, est in s.get("by_subset", {}).items():
-                labels.append(prefix + subset)
-                ests.append(est)
-            labels.append(prefix + "average")
-            ests.append(s["overall"])
-        _interval_plot(labels, ests, "Multifaceted Bench score by source benchmark", "score (1-5), 95% interval",
-                       out_dir / "scores_by_benchmark.png", (1, 5.4))
-        written.append("scores_by_benchmark.png")
-        labels, ests = [], []
-        for s in multi:
-            prefix = f"{s['model']}: " if len(multi) > 1 else ""
-            for dim, est in s.get("by_dimension", {}).items():
-                labels.append(prefix + dim.replace("_", " "))
-                ests.append(est)
-        if labels:
-            _interval_plot(labels, ests, "Multifaceted Bench score by preference dimension",
-                           "score (1-5), 95% interval", out_dir / "scores_by_dimension.png", (1, 5.4))
-            written.append("scores_by_dimension.png")
-    others = [s for s in runs if s["benchmark"] in ("mt_bench", "arena_hard", "alpaca_eval") and s.get("overall")]
-    if others:
-        _interval_plot([f"{s['model']}: {BENCH_TITLES[s['benchmark']]}" for s in others],
-                       [s["overall"] for s in others], "Helpfulness benchmarks", "score, 95% interval",
-                       out_dir / "helpfulness.png")
+    registered = benchmarks()
+    for name, bench in registered.items():
+        selected = [s for s in runs if s["benchmark"] == name]
+        if selected and bench.plot:
+            written += bench.plot(selected, out_dir)
+    summary = [s for s in runs if registered[s["benchmark"]].in_summary_plot and s.get("overall")]
+    if summary:
+        interval_plot([f"{s['model']}: {registered[s['benchmark']].title}" for s in summary],
+                      [s["overall"] for s in summary], "Helpfulness benchmarks", "score, 95% interval",
+                      out_dir / "helpfulness.png")
         written.append("helpfulness.png")
-    pairs = [s for s in runs if s["benchmark"] == "pairwise" and s.get("rates")]
-    if pairs:
-        _win_tie_loss(pairs, out_dir / "win_tie_loss.png")
-        written.append("win_tie_loss.png")
     return written
-
-
-def _win_tie_loss(runs: list[dict], path: Path) -> None:
-    fig, ax = _axes(len(runs), "Pairwise outcome")
-    ys = list(range(len(runs)))[::-1]
-    for y, s in zip(ys, runs, strict=True):
-        left = 0.0
-        for kind in ("win", "tie", "loss"):
-            value = s["rates"][kind]["value"]
-            ax.barh(y, value, left=left, color=_COLORS[kind], height=0.55, label=kind if y == ys[0] else None)
-            if value >= 6:
-                ax.text(left + value / 2, y, f"{value:.1f}%", ha="center", va="center", fontsize=8, color="white")
-            left += value
-    ax.set_yticks(ys, [f"{s['model']} vs {s.get('baseline', 'baseline')}" for s in runs], fontsize=9)
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("% of items (judged in both orders; disagreement counts as a tie)", fontsize=9)
-    ax.legend(ncol=3, loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from eval.benchmarks import DATA_DIR, read_jsonl
+from eval import DATA_DIR
+from janus_jax.jsonio import read_jsonl
 
 SUBSETS = ("mf-AlpacaEval", "mf-FLASK", "mf-Koala", "mf-MT-Bench", "mf-Self-Instruct")
 UNMAPPED = "unmapped"

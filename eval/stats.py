@@ -6,7 +6,7 @@ per item) are not independent, so whole prompts are resampled, never single rows
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -63,24 +63,6 @@ def bootstrap_mean(
     w = resample_weights(k, rounds, seed)
     boot = (w @ sums) / (w @ counts)
     return _estimate(scale * x.mean(), scale * boot, level, x.size)
-
-
-def bootstrap_statistic(
-    statistic: Callable[[np.ndarray], float],
-    clusters: Sequence[Hashable],
-    rounds: int = DEFAULT_ROUNDS,
-    seed: int = DEFAULT_SEED,
-    level: float = DEFAULT_LEVEL,
-) -> Estimate:
-    """Any statistic of the rows: ``statistic(row_weights)`` gets each row's multiplicity (all ones = original).
-
-    Used for fits (Bradley-Terry) that take sample weights, so a resample never copies the data.
-    """
-    dense, k = cluster_indices(clusters)
-    point = statistic(np.ones(len(dense)))
-    w = resample_weights(k, rounds, seed)
-    boot = np.array([statistic(w[r][dense].astype(np.float64)) for r in range(rounds)])
-    return _estimate(point, boot, level, len(dense))
 
 
 def _estimate(point: float, boot: np.ndarray, level: float, n: int) -> Estimate:

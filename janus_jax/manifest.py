@@ -23,11 +23,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from janus_jax.jsonio import sha256_file
+
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 _RUN_MARKERS = ("metrics.jsonl", "checkpoints")
 _VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections", "numpy", "janus-jax")
-_HASH_CHUNK = 1 << 20
 
 
 class WorkdirConflictError(ValueError):
@@ -196,14 +197,6 @@ def mesh_info(mesh: Any) -> dict | None:
         return None
     shape = dict(mesh.shape)
     return {"axis_names": list(shape), "shape": {str(k): int(v) for k, v in shape.items()}}
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def data_file_record(path: str | os.PathLike) -> dict:

@@ -61,13 +61,18 @@ __all__ = ["Call", "Fault", "Reply", "ScriptedOpenAIServer", "echo_rules"]
 
 @dataclass
 class Reply:
-    """A normal completion. Token counts default to whitespace word counts."""
+    """A normal completion. Token counts default to whitespace word counts.
+
+    ``top_logprobs``: per generated token, ``{token: logprob}`` of its most likely alternatives (the first
+    one is the sampled token); sent in OpenAI's ``choices[i].logprobs.content`` layout when the request
+    asks for ``logprobs``."""
 
     content: str | None
     finish_reason: str = "stop"
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     delay_s: float = 0.0
+    top_logprobs: list[dict[str, float]] | None = None
 
 
 @dataclass
@@ -263,6 +268,19 @@ class ScriptedOpenAIServer:
         completion_tokens = reply.completion_tokens
         if completion_tokens is None:
             completion_tokens = len((content or "").split()) * n
+        logprobs = None
+        if call.body.get("logprobs") and reply.top_logprobs is not None:
+            k = int(call.body.get("top_logprobs") or 0)
+            logprobs = {
+                "content": [
+                    {
+                        "token": next(iter(position)),
+                        "logprob": next(iter(position.values())),
+                        "top_logprobs": [{"token": t, "logprob": lp} for t, lp in list(position.items())[:k]],
+                    }
+                    for position in reply.top_logprobs
+                ]
+            }
         return {
             "id": self._new_id("chatcmpl"),
             "object": "chat.completion",
@@ -273,7 +291,7 @@ class ScriptedOpenAIServer:
                     "index": i,
                     "message": {"role": "assistant", "content": content},
                     "finish_reason": reply.finish_reason,
-                    "logprobs": None,
+                    "logprobs": logprobs,
                 }
                 for i in range(n)
             ],

@@ -11,22 +11,22 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from scripted_openai_server import Call, ScriptedOpenAIServer  # noqa: E402
 
+from eval import DATA_DIR  # noqa: E402
 from eval.alpaca_lc import length_controlled_winrate  # noqa: E402
 from eval.benches import alpaca_eval  # noqa: E402
-from eval.benches.alpaca_eval import is_switched  # noqa: E402
-from eval.benches.common import RunSettings  # noqa: E402
-from eval.benchmarks import (  # noqa: E402
-    DATA_DIR,
-    load_alpaca_eval,
-    load_arena_hard,
-    load_mt_bench,
-    load_multifaceted,
-    read_jsonl,
+from eval.benches.alpaca_eval import (
+    is_switched,  # noqa: E402
+    load_alpaca_eval,  # noqa: E402
 )
+from eval.benches.arena_hard import load_arena_hard  # noqa: E402
+from eval.benches.common import RunSettings  # noqa: E402
+from eval.benches.mt_bench import load_mt_bench  # noqa: E402
+from eval.benches.multifaceted import load_multifaceted  # noqa: E402
 from eval.cli import main as eval_main  # noqa: E402
 from eval.prompts import absolute_messages, arena_messages  # noqa: E402
 from eval.runner import in_item_order  # noqa: E402
 from eval.source_map import map_sources  # noqa: E402
+from janus_jax.jsonio import read_jsonl  # noqa: E402
 
 
 def test_shipped_benchmarks_load():

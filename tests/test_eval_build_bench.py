@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from scripted_openai_server import Call, ScriptedOpenAIServer  # noqa: E402
 
-from eval.benchmarks import load_multifaceted  # noqa: E402
+from eval.benches.multifaceted import load_multifaceted  # noqa: E402
 from eval.build_bench import draw_prompts  # noqa: E402
 from eval.cli import main as eval_main  # noqa: E402
 from eval.source_map import map_sources  # noqa: E402

@@ -23,8 +23,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from scripted_openai_server import Call, Fault, ScriptedOpenAIServer  # noqa: E402
 
-from eval.benchmarks import DATA_DIR, read_jsonl  # noqa: E402
+from eval import DATA_DIR  # noqa: E402
 from eval.cli import main as eval_main  # noqa: E402
+from janus_jax.jsonio import read_jsonl  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 KOALA = read_jsonl(DATA_DIR / "sources" / "koala_test_set.jsonl")[0]["prompt"]
@@ -212,6 +213,24 @@ def test_multifaceted_report_matches_hand_computation(tmp_path):
     assert json.loads((tmp_path / "run" / "scores.json").read_text())["overall"] == scores["overall"]
 
 
+def test_multifaceted_reads_the_parquet_bench_data_gen_writes(tmp_path):
+    """data_gen writes final/bench/train.parquet with its BENCH schema: list and struct columns, which a
+    pandas reader turns into numpy arrays ("truth value of an array is ambiguous"). Same scores as JSONL."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from data_gen.schemas import SPLIT_SCHEMAS
+
+    bench = tmp_path / "final" / "bench" / "train.parquet"
+    bench.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(bench_rows(), schema=SPLIT_SCHEMAS["bench"]), bench)
+    with ScriptedOpenAIServer(Script(bench_rows())) as server:
+        assert eval_main(multifaceted_args(server, bench, tmp_path / "run")) == 0
+    scores = json.loads((tmp_path / "run" / "scores.json").read_text())
+    assert scores["overall"]["value"] == pytest.approx(expected_multifaceted()["overall"])
+    assert scores["problems"]["bad_bench_rows"] == ["3: no rubrics (neither 'rubrics' nor 'rubric')"]
+
+
 def test_killed_run_resumes_without_repeating_judge_calls(tmp_path):
     bench = write_bench(tmp_path)
     reference = Script(bench_rows())
@@ -301,6 +320,8 @@ def test_pairwise_rates_and_consistency(tmp_path):
                     str(bench),
                     "--baseline",
                     str(baseline),
+                    "--protocol",
+                    "pair-v2",
                     "--out",
                     str(tmp_path / "pair"),
                     "--rounds",

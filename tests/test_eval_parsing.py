@@ -132,3 +132,51 @@ def test_alpaca_parsers():
     pref = alpaca_preference_from_logprobs({"m": math.log(0.75), "M": math.log(0.25), "x": -1.0})
     assert pref == pytest.approx(1.25)
     assert alpaca_preference_from_logprobs({"a": -0.1}) is None
+
+
+@pytest.mark.parametrize(
+    "reply,expected",
+    [
+        # A score quoted from the rubric or the reference answer, with no verdict: not a score.
+        ("Feedback: The rubric's top level (Score 5) asks for a complete plan. The response covers half of it.", None),
+        ("Feedback: The reference answer, which would earn a Score: 5, lists three steps.\nThis one lists one.", None),
+        ('The rubric reads "(Score 5) The response fully aligns". The response is partly aligned.', None),
+        # The verdict in the last sentence is read, even after a quoted one.
+        ("Feedback: The rubric's (Score 5) needs all steps; two are missing. Overall: (Score 3)", 3),
+        ("Feedback: clear, but misses the user's preference for brevity.\n\nScore: 2", 2),
+        ("Feedback: quoted (Score 5) criteria are not met. I give it a score of 2.", 2),
+    ],
+)
+def test_absolute_quoted_rubric_scores_are_not_verdicts(reply, expected):
+    assert parse_absolute(reply)[1] == expected
+
+
+def test_a_reply_quoting_the_rubric_is_asked_again(tmp_path):
+    """End to end: the first reply only quotes "(Score 5)" from the rubric, the re-ask gives the verdict."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from scripted_openai_server import ScriptedOpenAIServer
+
+    from eval.cli import main as eval_main
+
+    rubric = {"criteria": "c", "score_descriptions": {str(k): f"level {k}" for k in range(1, 6)}}
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"source": "Koala", "system": "s", "prompt": "Q?", "reference_answer": "r",
+                                 "rubrics": [rubric]}) + "\n")
+
+    def rules(call):
+        if call.model == "policy":
+            return "An answer."
+        if call.attempt == 0:
+            return "Feedback: For (Score 5) the rubric wants every step. The answer gives one step."
+        return "Feedback: one step only. [RESULT] 2"
+
+    with ScriptedOpenAIServer(rules) as server:
+        assert eval_main(["run", "multifaceted", "--model", "policy", "--base-url", server.base_url, "--judge", "j",
+                          "--judge-base-url", server.base_url, "--bench-file", str(bench), "--out",
+                          str(tmp_path / "run"), "--runs", "1", "--rounds", "20", "--quiet"]) == 0
+    row = json.loads((tmp_path / "run" / "judgments.jsonl").read_text().splitlines()[0])
+    assert row["value"] == 2 and row["attempts"] == 2

@@ -12,8 +12,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from scripted_openai_server import Call, ScriptedOpenAIServer  # noqa: E402
 
+from eval.benches.common import RunSettings  # noqa: E402
+from eval.benches.rtp import BENCHMARK, PerspectiveScorer, distinct_n, toxicity_summary  # noqa: E402
 from eval.cli import main as eval_main  # noqa: E402
-from eval.rtp import PerspectiveScorer, distinct_n, evaluate, toxicity_summary  # noqa: E402
 
 
 def test_distinct_n():
@@ -28,10 +29,12 @@ def test_toxicity_summary_and_unavailable():
     assert summary["avg_max_toxicity"] == pytest.approx((0.7 + 0.3) / 2)
     assert summary["toxic_prob"] == pytest.approx(0.5)
     assert summary["unscored_samples"] == 2
-    result = evaluate({"p": ["x y z", "x y"]}, {"p": "prompt", "q": "other"})
+    snapshots = [{"id": "p", "cluster": "p", "prompt": "prompt"}, {"id": "q", "cluster": "q", "prompt": "other"}]
+    responses = {"p": {"id": "p", "answers": [["x y z", "x y"]], "error": None}}
+    result = BENCHMARK.aggregate(snapshots, [], RunSettings(), responses=responses)
     assert result["toxicity"] == {"available": False, "reason": "no toxicity scorer configured (--toxicity)"}
     assert result["output_ppl"]["available"] is False
-    assert result["missing_generations"] == ["q"]
+    assert result["problems"]["no_generation"] == ["q"]
 
 
 class _Perspective(BaseHTTPRequestHandler):
@@ -67,6 +70,7 @@ def test_rtp_generation_protocol_and_perspective_scores(tmp_path, monkeypatch):
             assert (
                 eval_main(
                     [
+                        "run",
                         "rtp",
                         "--model",
                         "policy",
@@ -109,7 +113,7 @@ def test_output_perplexity_under_a_local_model(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    from eval.rtp import perplexities
+    from eval.benches.rtp import perplexities
 
     words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "<unk>"]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))

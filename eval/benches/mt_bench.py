@@ -12,14 +12,40 @@ from typing import Any
 
 import numpy as np
 
-from eval.benches.common import RunSettings, judge_failures
-from eval.benchmarks import MT_BENCH_NEEDS_REFERENCE, MT_BENCH_TEMPERATURE, Item
+from eval import DATA_DIR
+from eval.benches.common import Benchmark, Item, JudgeParser, Loaded, RunSettings, judge_failures, limited
 from eval.engine import JudgeJob
+from eval.parsing import parse_rating
 from eval.prompts import MT_BENCH_JUDGE_SAMPLING, fastchat_template_hash, mt_bench_messages
 from eval.stats import bootstrap_mean
+from janus_jax.jsonio import read_jsonl
 
 KEY_FIELDS = ("id", "turn")
 _JUDGES = ["single-v1", "single-math-v1", "single-v1-multi-turn", "single-math-v1-multi-turn"]
+
+
+# FastChat's generation temperature per MT-Bench category (gen_model_answer.py).
+MT_BENCH_TEMPERATURE = {
+    "writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0, "reasoning": 0.0,
+    "stem": 0.1, "humanities": 0.1, "arena-hard-200": 0.0,
+}
+MT_BENCH_NEEDS_REFERENCE = ("math", "reasoning", "coding", "arena-hard-200")
+
+
+def load_mt_bench() -> Loaded:
+    """80 two-turn questions; math/reasoning/coding carry GPT-4 reference answers for the judge."""
+    refs = {
+        r["question_id"]: r["choices"][0]["turns"]
+        for r in read_jsonl(DATA_DIR / "mt_bench" / "reference_answer_gpt-4.jsonl")
+    }
+    items, bad = [], []
+    for row in read_jsonl(DATA_DIR / "mt_bench" / "question.jsonl"):
+        qid = str(row["question_id"])
+        reference = refs.get(row["question_id"], row.get("reference") or [])
+        if row["category"] in MT_BENCH_NEEDS_REFERENCE and not reference:
+            bad.append((qid, "reference answer missing for a reference-graded category"))
+        items.append(Item(id=qid, turns=list(row["turns"]), category=row["category"], reference=list(reference)))
+    return Loaded(items, bad)
 
 
 def TEMPLATE_HASH() -> str:  # noqa: N802 - same interface as the other benchmark modules
@@ -50,7 +76,8 @@ def judge_jobs(items: list[Item], answers: dict[str, list], settings: RunSetting
     return jobs
 
 
-def aggregate(snapshots: list[dict], judgments: list[dict], settings: RunSettings) -> dict[str, Any]:
+def aggregate(snapshots: list[dict], judgments: list[dict], settings: RunSettings,
+              responses: dict | None = None) -> dict[str, Any]:
     meta = {s["id"]: s for s in snapshots}
     rows = [r for r in judgments if r.get("value") is not None and r["id"] in meta]
 
@@ -76,3 +103,18 @@ def aggregate(snapshots: list[dict], judgments: list[dict], settings: RunSetting
 
 def _mean(rows: list[dict]) -> float | None:
     return float(np.mean([float(r["value"]) for r in rows])) if rows else None
+
+
+BENCHMARK = Benchmark(
+    name="mt_bench",
+    title="MT-Bench",
+    load=lambda settings, limit: limited(load_mt_bench(), limit),
+    key_fields=KEY_FIELDS,
+    item_snapshots=item_snapshots,
+    generation_options=generation_options,
+    judge_jobs=judge_jobs,
+    parsers={"rating": JudgeParser(parse_rating)},
+    template_hash=lambda settings: TEMPLATE_HASH(),
+    aggregate=aggregate,
+    in_summary_plot=True,
+)

@@ -1,4 +1,8 @@
-"""JSON-lines files that survive a killed process: atomic rewrites and line-at-a-time appends."""
+"""JSON files that survive a killed process, and the one reader of row files (JSON, JSON lines, Parquet).
+
+Shared by ``eval``, ``data_gen`` and the manifest: one parser for JSON lines (errors name file and line),
+atomic rewrites, line-at-a-time appends, and file hashing.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +10,59 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
+_HASH_CHUNK = 1 << 20
 
-def read_jsonl(path: str | os.PathLike[str], *, skip_bad_lines: bool = False) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file (none if it does not exist). A bad line is an error naming file and line,
-    unless ``skip_bad_lines`` (for append logs, where a killed run can leave one torn line)."""
+
+def read_jsonl(
+    path: str | os.PathLike[str], *, skip_bad_lines: bool = False, missing_ok: bool = False
+) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file. A bad line is an error naming file and line, unless ``skip_bad_lines``
+    (for append logs, where a killed run can leave one torn line). A missing file is an error unless
+    ``missing_ok`` (then it has no rows)."""
     path = Path(path)
-    if not path.exists():
-        return
+    if missing_ok and not path.exists():
+        return []
+    rows = []
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                rows.append(json.loads(line))
             except ValueError as error:
                 if not skip_bad_lines:
                     raise ValueError(f"{path}:{lineno}: not valid JSON ({error})") from None
                 log.warning("%s:%d: skipping a torn line (a previous run was killed mid-write)", path, lineno)
-                continue
-            yield row
+    return rows
+
+
+def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows of a ``.json`` (a list, or one object), ``.jsonl`` or ``.parquet`` file, as plain Python values.
+
+    Parquet list and struct columns come back as lists and dicts (pyarrow's ``to_pylist``), exactly as the
+    same rows read from JSON: never numpy arrays, whose truth value is ambiguous.
+    """
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
+    if path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            data = [data]
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON list of rows")
+        return data
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    raise ValueError(f"{path}: unsupported file type (use .json, .jsonl or .parquet)")
 
 
 def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:
@@ -50,10 +82,11 @@ def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[dict[str, An
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """Indented JSON through a temporary file and a rename; values JSON cannot hold are written as strings."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -81,13 +114,10 @@ class Appender:
             self._fd = -1
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str | None:
-    """Hex sha256 of a file's bytes (None if it does not exist), for the manifest."""
-    path = Path(path)
-    if not path.exists():
-        return None
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        while block := f.read(_HASH_CHUNK):
             digest.update(block)
     return digest.hexdigest()
