@@ -93,6 +93,13 @@ def test_plan_dpo_with_frozen_reference_on_8_devices():
     assert result["attention_scores_bytes"] == 2 * 4 * 64 * 64 * 4
 
 
+def test_a_batch_that_does_not_split_over_the_mesh_is_named_not_a_raw_sharding_error():
+    cfg = _small_dpo_config()
+    row = plan.plan_target(cfg, plan.Target("v5e-64", 64, 16 * plan.GIB, (1, 16, 4)))
+    assert row["status"] == "ERROR"
+    assert "the global batch of 8 (train.global_batch_size) does not split over 16 data shards" in row["error"]
+
+
 def test_cli_plans_each_target_in_its_own_process():
     proc = subprocess.run(
         [

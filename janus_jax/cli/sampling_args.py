@@ -11,7 +11,12 @@ def add_sampling_args(parser: argparse.ArgumentParser) -> None:
     d = JANUS_SAMPLING
     group = parser.add_argument_group("sampling (defaults: the Janus paper's setting)")
     group.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    group.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy")
+    group.add_argument(
+        "--temperature",
+        type=float,
+        default=d.temperature,
+        help="0 = the most likely token after the repetition penalty (plain greedy: also --repetition-penalty=1)",
+    )
     group.add_argument("--top-p", type=float, default=d.top_p)
     group.add_argument("--top-k", type=int, default=d.top_k, help="0 = off")
     group.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty)
