@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from configs import rm
 from data_gen.helpfulness import convert_rows, main, shares
 from janus_jax.data import build_data, default_data_config
 
@@ -118,3 +119,13 @@ def test_command_writes_the_mix_and_reports_every_row_left_out(tmp_path):
 
     with pytest.raises(ValueError, match="not enough pairs for 100 .*hh: 10 pairs for a share of 72"):
         main([*args[:-1], "100"])
+
+
+def test_stage_two_preset_follows_train_rm_helpful_sh():
+    stage1, stage2 = rm.get_config("janus_rm_7b"), rm.get_config("janus_rm_7b_helpful")
+    assert stage2.model.init_from == "runs/janus_rm_7b" and stage2.data.source == "data/rm_helpful/rm_helpful.jsonl"
+    assert (stage2.optimizer.lr, stage2.train.global_batch_size, stage2.train.num_epochs, stage2.data.seq_len) == (
+        9e-6, 128, 1, 2048)
+    assert (stage2.optimizer.b2, stage2.optimizer.warmup_ratio, stage2.data.template) == (0.95, 0.03, "mistral_inst")
+    changed = {k for k in ("model", "data", "optimizer", "train") for f in stage1[k] if stage1[k][f] != stage2[k][f]}
+    assert changed == {"model", "data"}
