@@ -6,6 +6,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
+from configs import dpo, orpo, sft
 from janus_jax.data import build_data, default_data_config
 from janus_jax.data.sources import REPO_ROOT
 from janus_jax.prompts import (
@@ -162,6 +163,8 @@ def test_preference_data_trains_on_the_exported_prompt(tok, tmp_path, template):
 
 
 def test_template_of_configs_checkpoints_and_directories(tmp_path):
+    assert template_of(dpo.get_config("janus_dpo_7b")) == template_of(orpo.get_config("janus_orpo_7b")) == "chatml"
+    assert template_of(sft.get_config("janus_7b")) == template_of(dpo.get_config("tiny")) == "mistral_inst"
     cfg = default_data_config()
     cfg.template = "chatml"
     assert template_of({"data": cfg}) == "chatml"
