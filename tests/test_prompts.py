@@ -143,6 +143,16 @@ def test_exported_chat_template_gives_the_trained_prompt(tok, tmp_path, template
         assert _ids(hf.apply_chat_template(_messages(system, PROMPT, response))) == ids
 
 
+def test_conversations_render_as_janus_serve_renders_them(tok):
+    """`render_conversation_ids` in mistral_inst is what janus-serve's chat endpoint feeds the model today."""
+    from janus_jax.serve.chat import render_chat_ids
+
+    turns = ["Hi.", "Hello! How can I help?", PROMPT, "Red.", "Another one?"]
+    for system in (SYSTEM, ""):
+        assert render_chat_ids(tok, _messages(system, *turns)) == render_conversation_ids(tok, system, turns)
+        assert render_chat_ids(tok, _messages(system, PROMPT)) == render_prompt_ids(tok, system, PROMPT)
+
+
 @pytest.mark.parametrize("template", sorted(TEMPLATES))
 def test_preference_data_trains_on_the_exported_prompt(tok, tmp_path, template):
     """What a DPO run with `data.template` tokenizes is what its export's chat_template produces."""
