@@ -1,4 +1,4 @@
-"""DPO from an SFT model (Janus+DPO 7B: from Janus*, lr 5e-7, β 0.1, seq 2048, 2 epochs, 16 pairs).
+"""DPO from an SFT model (Janus+DPO 7B: from Janus*, lr 5e-7, β 0.1, seq 2048, 2 epochs, 16 pairs, ChatML).
 
 Presets: `janus_dpo_7b` and `tiny` (CPU: continues the tiny SFT run in `runs/demo/sft`).
 `dpo.reference` picks the reference mode: `model` (frozen bf16 copy evaluated in the step) or
@@ -44,6 +44,11 @@ def get_config(preset: str = "tiny"):
         paper_7b(c)
         c.model.init_from = "runs/janus_7b_65k"  # Janus* 7B (not on the hub): a workdir of configs/sft.py:janus_7b_65k
         c.data.source = "kaist-ai/Multifaceted-Collection-DPO"
+        # ChatML, as the released kaist-ai/janus-dpo-7b was trained (its model card's axolotl config:
+        # `type: chatml.argilla`), although its SFT init used [INST] and the repository's janus-7b-dpo.yml
+        # shows `[INST]`: the released checkpoint is what the paper's numbers come from. The template is
+        # exported as the chat_template, so its prompts are built in ChatML wherever the model is used.
+        c.data.template = "chatml"
         c.data.seq_len = 2048
         c.optimizer.lr = 5e-7
         c.train.global_batch_size = 16

@@ -1,4 +1,4 @@
-"""ORPO from the base model (Janus+ORPO 7B: lr 5e-6, λ 0.1, seq 4096, 2 epochs, 16 pairs).
+"""ORPO from the base model (Janus+ORPO 7B: lr 5e-6, λ 0.1, seq 4096, 2 epochs, 16 pairs, ChatML).
 
 The NLL term covers prompt + response by default, as TRL and the released Janus+ORPO do
 (`orpo.nll_on_prompt=False` for the response only). Presets: `janus_orpo_7b`, `tiny`.
@@ -31,6 +31,10 @@ def get_config(preset: str = "tiny"):
     if preset == "janus_orpo_7b":
         paper_7b(c)
         c.data.source = "kaist-ai/Multifaceted-Collection-ORPO"
+        # ChatML, as the released kaist-ai/janus-orpo-7b was trained (the repository's janus-7b-orpo.yml and
+        # the model card: `chat_template: chatml`, `type: orpo.chat_template`). Unlike axolotl's ORPO path,
+        # janus-jax frames each sequence with BOS ... EOS and leaves out an empty system turn.
+        c.data.template = "chatml"
         c.data.seq_len = 4096
         c.optimizer.lr = 5e-6
         c.train.global_batch_size = 16

@@ -1,5 +1,6 @@
 """Bradley-Terry reward model (Janus-RM 7B: from Janus 7B after 1 epoch, lr 9e-6, batch 128, 1 epoch,
-seq 2048, Adam β (0.9, 0.95), 3% warmup, clip 1.0). Presets: `janus_rm_7b`, `tiny`.
+seq 2048, Adam β (0.9, 0.95), 3% warmup, clip 1.0). Presets: `janus_rm_7b` (stage 1, the Multifaceted
+pairs), `janus_rm_7b_helpful` (stage 2: the stage-1 RM on 66k helpfulness pairs), `tiny`.
 
 Best-of-N with a trained reward model: `janus-best-of-n` (janus_jax/best_of_n.py).
 """
@@ -37,4 +38,12 @@ def get_config(preset: str = "tiny"):
         c.train.grad_accum_steps = 16
         c.train.num_epochs = 1
         return c
-    raise ValueError(f"unknown preset {preset!r} for configs/rm.py: tiny, janus_rm_7b")
+    if preset == "janus_rm_7b_helpful":
+        # Stage 2, as the Janus repository's train_rm_helpful.sh: the stage-1 RM, trained with the same
+        # settings on 66k pairs of HH-RLHF / oasst1 / WebGPT (0.72 / 0.14 / 0.14) that
+        # `python -m data_gen.helpfulness --out data/rm_helpful` writes.
+        c = get_config("janus_rm_7b")
+        c.model.init_from = "runs/janus_rm_7b"  # a workdir of configs/rm.py:janus_rm_7b
+        c.data.source = "data/rm_helpful/rm_helpful.jsonl"
+        return c
+    raise ValueError(f"unknown preset {preset!r} for configs/rm.py: tiny, janus_rm_7b, janus_rm_7b_helpful")

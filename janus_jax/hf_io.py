@@ -119,25 +119,48 @@ def resolve_hf_dir(path: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"{path}: not a directory, and not a hub repo id of the form 'org/name'")
 
 
+def _checkpoint_dtype(hf_config: dict, directory: Path) -> str:
+    """The dtype of an HF checkpoint, as transformers' `dtype="auto"` reads it.
+
+    config.json's `dtype` (or the older `torch_dtype`) when present, else the dtype of the first
+    floating-point tensor stored.
+    """
+    declared = hf_config.get("dtype") or hf_config.get("torch_dtype")
+    if declared and declared != "auto":
+        return str(declared).removeprefix("torch.")
+    for name, sf in _CheckpointFiles(directory).where.items():
+        stored = sf.dtype(name)
+        if np.issubdtype(stored, np.floating) or stored == np.dtype(jnp.bfloat16):
+            return stored.name
+    raise ValueError("config.json names no dtype and the checkpoint stores no floating-point tensor")
+
+
 def from_pretrained(
     path: str | os.PathLike,
-    dtype: str | None = None,
+    dtype: str = "auto",
     *,
+    compute_dtype: str | None = None,
     mesh: Mesh | None = None,
     **config_overrides,
 ) -> Mistral:
     """Load an HF Mistral directory into a (sharded) janus Mistral.
 
-    `dtype` is the parameter dtype (default float32). Each device's shard of each weight is read
-    straight from a memory map, so host memory never holds the checkpoint twice, and on a pod each
-    host reads only what its devices hold. `config_overrides` set execution fields (`scan_layers`,
-    `remat`, `dtype` of activations via `compute_dtype=`...).
+    As in transformers, `dtype="auto"` keeps the checkpoint's own dtype (config.json's `dtype`,
+    else the stored tensors') and the model computes in the dtype of its weights, so an fp32
+    checkpoint gives fp32 logits and `save_pretrained` with its defaults writes the same bits back.
+    Any other `dtype` casts the weights; `compute_dtype` sets activations and matmuls apart from
+    the weights (e.g. fp32 master weights computing in bf16, as training does).
+
+    Each device's shard of each weight is read straight from a memory map, so host memory never
+    holds the checkpoint twice, and on a pod each host reads only what its devices hold.
+    `config_overrides` set other execution fields (`scan_layers`, `remat`, `attention_impl`...).
     """
     directory = resolve_hf_dir(path)
     hf_config = json.loads((directory / "config.json").read_text())
-    if "compute_dtype" in config_overrides:
-        config_overrides["dtype"] = config_overrides.pop("compute_dtype")
-    cfg = MistralConfig.from_hf_dict(hf_config, param_dtype=dtype or "float32", **config_overrides)
+    param_dtype = _checkpoint_dtype(hf_config, directory) if dtype == "auto" else dtype
+    cfg = MistralConfig.from_hf_dict(
+        hf_config, param_dtype=param_dtype, dtype=compute_dtype or param_dtype, **config_overrides
+    )
     files = _CheckpointFiles(directory)
 
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Mistral(cfg, rngs=nnx.Rngs(0))))
@@ -177,7 +200,7 @@ def from_pretrained(
         arr = jax.make_array_from_callback(shape, flat_shardings[jpath].get_value(), read)
         loaded[jpath] = variable.replace(arr)
     state = nnx.from_flat_state(loaded)
-    log.info("loaded %s (%d parameters, %s)", directory, cfg.num_params, cfg.param_dtype)
+    log.info("loaded %s (%d parameters, weights %s, compute %s)", directory, cfg.num_params, cfg.param_dtype, cfg.dtype)
     return nnx.merge(graphdef, state)
 
 
@@ -189,22 +212,30 @@ def _host_copy(arr: jax.Array) -> np.ndarray:
     return np.asarray(jax.device_get(arr))
 
 
+def _weights_dtype(variables) -> np.dtype:
+    """The one dtype of a model's weights (the widest, should they mix, so that nothing is rounded)."""
+    dtypes = {np.dtype(v.get_value().dtype) for v in variables}
+    return max(dtypes, key=lambda d: d.itemsize)
+
+
 def save_pretrained(
     model: Mistral,
     path: str | os.PathLike,
     *,
-    dtype: str = "bfloat16",
+    dtype: str = "auto",
     max_shard_bytes: int = 5 * 1024**3,
 ) -> Path:
     """Write an HF directory (config.json, safetensors shards + index) that transformers and vLLM load.
 
+    `dtype="auto"` writes the weights in the dtype they have (a model loaded with defaults goes back
+    bit for bit); any other dtype casts them, e.g. `"bfloat16"` halves an fp32 training checkpoint.
     Tensors are gathered one layer at a time and written shard by shard, so host memory holds at
     most one shard. Every process takes part in the gathers; process 0 writes.
     """
     cfg = model.config
     out = Path(path)
-    np_dtype = np.dtype(jnp.dtype(dtype))
     flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    np_dtype = _weights_dtype(flat.values()) if dtype == "auto" else np.dtype(jnp.dtype(dtype))
     plan: list[tuple[str, tuple[str, ...], bool, int | None, int]] = []
     for hf, (jpath, transposed, layer) in hf_names(cfg).items():
         shape = flat[jpath].get_value().shape
@@ -243,9 +274,10 @@ def save_pretrained(
             total = sum(e[-1] for e in plan)
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
             (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-        hf_cfg = cfg.to_hf_dict(torch_dtype=str(np_dtype) if np_dtype != np.dtype(jnp.bfloat16) else "bfloat16")
+        # transformers >= 4.56 reads `dtype`, older releases and vLLM `torch_dtype`: write both.
+        hf_cfg = {**cfg.to_hf_dict(torch_dtype=np_dtype.name), "dtype": np_dtype.name}
         (out / "config.json").write_text(json.dumps(hf_cfg, indent=2))
-        log.info("wrote %s (%d file(s), %s)", out, len(shards), dtype)
+        log.info("wrote %s (%d file(s), %s)", out, len(shards), np_dtype.name)
     return out
 
 

@@ -1,4 +1,5 @@
-"""HF checkpoint import/export: bad checkpoints fail loudly, sharded and bf16 loads are exact."""
+"""HF checkpoint import/export: bad checkpoints fail loudly, loads are exact, and the defaults follow
+transformers (the checkpoint's own dtype), so a default round trip writes the same bits back."""
 
 import json
 
@@ -7,8 +8,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
+import transformers
 from flax import nnx
-from hf_reference import random_hf_model
+from hf_reference import hf_logits, random_hf_model
 
 import janus_jax
 from janus_jax.safetensors_io import SafetensorsFile, save_file
@@ -77,17 +79,50 @@ def test_sharded_load_equals_single_device(hf_dir):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_bfloat16_checkpoint_round_trip(tmp_path):
-    model = random_hf_model(seed=5).to(torch.bfloat16)
-    model.save_pretrained(tmp_path / "bf16")
-    ours = janus_jax.from_pretrained(tmp_path / "bf16", dtype="bfloat16")
-    assert ours.lm_head.kernel[...].dtype == jax.numpy.bfloat16
-    janus_jax.save_pretrained(ours, tmp_path / "out")
-    a, b = (
-        SafetensorsFile(tmp_path / "bf16" / "model.safetensors"),
-        SafetensorsFile(tmp_path / "out" / "model.safetensors"),
-    )
+def _assert_same_tensors(src, out, dtype):
+    a, b = SafetensorsFile(src / "model.safetensors"), SafetensorsFile(out / "model.safetensors")
     assert sorted(a.keys()) == sorted(b.keys())
     for name in a:
-        assert b.dtype(name) == np.dtype(ml_dtypes.bfloat16)
-        np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]))
+        assert a.dtype(name) == b.dtype(name) == np.dtype(dtype), name
+        assert np.asarray(a[name]).tobytes() == np.asarray(b[name]).tobytes(), name
+
+
+@pytest.mark.parametrize("torch_dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_default_round_trip_is_bitwise(tmp_path, torch_dtype):
+    random_hf_model(seed=5).to(torch_dtype).save_pretrained(tmp_path / "in")
+    ours = janus_jax.from_pretrained(tmp_path / "in")
+    name = str(torch_dtype).removeprefix("torch.")
+    assert ours.config.param_dtype == ours.config.dtype == name
+    assert ours.lm_head.kernel[...].dtype == jax.numpy.dtype(name)
+    janus_jax.save_pretrained(ours, tmp_path / "out")
+    _assert_same_tensors(tmp_path / "in", tmp_path / "out", jax.numpy.dtype(name))
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert written["dtype"] == written["torch_dtype"] == name
+
+
+def test_dtype_without_config_field_is_read_from_the_tensors(hf_dir, tmp_path):
+    src = tmp_path / "bf16"
+    random_hf_model(seed=6).to(torch.bfloat16).save_pretrained(src)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.pop("dtype", None), cfg.pop("torch_dtype", None)
+    (src / "config.json").write_text(json.dumps(cfg))
+    assert janus_jax.from_pretrained(src).config.param_dtype == "bfloat16"
+
+
+def test_fp32_logits_match_transformers_without_keywords(hf_dir):
+    theirs_model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, attn_implementation="eager")
+    assert theirs_model.dtype == torch.float32
+    ours = janus_jax.from_pretrained(hf_dir)
+    ids = np.random.default_rng(0).integers(0, ours.config.vocab_size, size=(2, 64), dtype=np.int32)
+    logits = np.asarray(ours(ids))
+    assert logits.dtype == np.float32
+    np.testing.assert_allclose(logits, hf_logits(theirs_model, ids), atol=1e-4, rtol=0)
+
+
+def test_explicit_dtypes_cast(hf_dir, tmp_path):
+    ours = janus_jax.from_pretrained(hf_dir, dtype="bfloat16", compute_dtype="float32")
+    assert (ours.config.param_dtype, ours.config.dtype) == ("bfloat16", "float32")
+    janus_jax.save_pretrained(janus_jax.from_pretrained(hf_dir), tmp_path / "half", dtype="bfloat16")
+    sf = SafetensorsFile(tmp_path / "half" / "model.safetensors")
+    assert {sf.dtype(n) for n in sf} == {np.dtype(ml_dtypes.bfloat16)}
+    assert json.loads((tmp_path / "half" / "config.json").read_text())["dtype"] == "bfloat16"

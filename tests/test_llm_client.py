@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from logprob_openai_server import LogprobOpenAIServer, Tokens
 from scripted_openai_server import Call, Fault, Reply, ScriptedOpenAIServer
 
 from janus_jax.llm import ChatRequest, LLMClient, ResponseCache, run_batch, run_many
@@ -225,6 +226,58 @@ def test_batch_api_merges_results_into_the_cache(tmp_path):
     assert rounds == 2 and all(r.ok for r in results) and results[2].attempts == 2
     states = sorted((tmp_path / "batches").glob("batch-*.json"))
     assert len(states) == 2 and all(json.loads(p.read_text())["merged"] for p in states)
+
+
+JUDGE = [{"m": -0.105, "M": -2.303, "x": -6.0}, {"\n": -0.01}]  # the judge's first token: m (90%) or M (10%)
+
+
+def test_logprobs_come_back_over_http_and_are_cached_like_the_text(tmp_path):
+    with LogprobOpenAIServer(lambda call: Tokens(JUDGE)) as server:
+        result = ask(fast_client(server, tmp_path), logprobs=True, top_logprobs=2, max_tokens=1)
+        assert server.calls[-1].body["logprobs"] is True and server.calls[-1].body["top_logprobs"] == 2
+        assert result.ok and result.text == "m\n"
+        assert result.top_logprobs() == {"m": -0.105, "M": -2.303}  # the 2 most likely, as asked
+        assert result.top_logprobs(position=1) == {"\n": -0.01} and result.top_logprobs(position=2) == {}
+        assert [t["token"] for t in result.logprobs[0]] == ["m", "\n"] and result.logprobs[0][0]["logprob"] == -0.105
+
+        again = fast_client(server, tmp_path)  # a new process: the log-probabilities come from the cache
+        replay = ask(again, logprobs=True, top_logprobs=2, max_tokens=1)
+        assert server.call_count == 1 and replay.cached and replay.logprobs == result.logprobs
+
+        wider = ask(fast_client(server, tmp_path), logprobs=True, top_logprobs=3, max_tokens=1)
+        plain = ask(fast_client(server, tmp_path), max_tokens=1)
+        assert server.call_count == 3  # top_logprobs and logprobs are part of the key
+    assert set(wider.top_logprobs()) == {"m", "M", "x"}
+    assert plain.text == "m\n" and plain.logprobs is None and "logprobs" not in server.calls[-1].body
+    with pytest.raises(ValueError, match="no log-probabilities"):
+        plain.top_logprobs()
+
+
+def test_a_server_without_logprobs_is_a_clear_failure_not_retried(tmp_path):
+    with ScriptedOpenAIServer(lambda call: "m") as server:  # answers, but ignores logprobs
+        result = ask(fast_client(server, tmp_path), logprobs=True, top_logprobs=5)
+        with pytest.raises(ValueError, match="top_logprobs needs logprobs=True"):
+            ask(fast_client(server, tmp_path), top_logprobs=5)
+        assert server.call_count == 1
+    assert result.error == "malformed_response: log-probabilities were requested but choice 0 has none"
+    assert len(ResponseCache(tmp_path / "cache.jsonl")) == 0
+
+
+def test_batch_api_keeps_logprobs(tmp_path):
+    with LogprobOpenAIServer(lambda call: Tokens(JUDGE), batch_polls_until_done=1) as server:
+        client = fast_client(server, tmp_path)
+        request = ChatRequest(USER, {"logprobs": True, "top_logprobs": 2})
+
+        async def go():
+            client.defer_to_batch = True
+            first = await client.chat_many([request], progress=False)
+            await run_batch(client, tmp_path / "batches", poll_interval_s=0.01)
+            return first, await client.chat_many([request], progress=False)
+
+        first, (second,) = asyncio.run(go())
+        assert server.requests["POST /v1/chat/completions"] == 0
+    assert first[0].deferred and not client.batch_queue.pending
+    assert second.cached and second.top_logprobs() == {"m": -0.105, "M": -2.303}
 
 
 def test_throughput_bench_reports_calls_per_second():

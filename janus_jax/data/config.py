@@ -14,6 +14,8 @@ def default_data_config() -> ml_collections.ConfigDict:
       split: split to read from hub and TFDS sources (local files are one split).
       format: row schema: "sft" (system, prompt, output), "dpo" (system, prompt, chosen/rejected message
         lists; also the ORPO data), "rm" (input, chosen, rejected); "" detects it from the first row.
+      template: the prompt format, "mistral_inst" (`[INST] {system}\n{prompt} [/INST]`, Janus SFT) or "chatml"
+        (the released Janus+DPO/ORPO); written into exports as the tokenizer's chat_template (janus_jax/prompts.py).
       seq_len: tokens per batch row (next-token positions); longer examples follow `over_length`.
       packing: pack several SFT examples per row with segment ids (SFT only; preference data is never packed).
       over_length: "truncate" (cut the end of the response; it then has no EOS) or "drop".
@@ -30,6 +32,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.source = "data/samples/sft.jsonl"
     c.split = "train"
     c.format = ""
+    c.template = "mistral_inst"
     c.seq_len = 2048
     c.packing = True
     c.over_length = "truncate"

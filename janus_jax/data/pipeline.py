@@ -240,14 +240,14 @@ def build_data(cfg: ml_collections.ConfigDict, *, global_batch_size: int, num_ep
             continue
         epochs, shuffle = (num_epochs, True) if split == "train" else (1, False)
         if kind == "sft":
-            store = tokenize_examples(tok, recs, cfg.seq_len, cfg.over_length, report, split)
+            store = tokenize_examples(tok, recs, cfg.seq_len, cfg.over_length, report, split, cfg.template)
             report.examples[split] = len(store)
             report.tokens[split] = int((store.lengths - 1).sum())
             if len(store):
                 pipelines[split] = SFTPipeline(store, packing=cfg.packing, num_epochs=epochs, shuffle=shuffle,
                                                **common)
         else:
-            chosen, rejected = tokenize_pairs(tok, recs, cfg.seq_len, cfg.over_length, report, split)
+            chosen, rejected = tokenize_pairs(tok, recs, cfg.seq_len, cfg.over_length, report, split, cfg.template)
             report.examples[split] = len(chosen)
             report.tokens[split] = int((chosen.lengths - 1).sum() + (rejected.lengths - 1).sum())
             if len(chosen):

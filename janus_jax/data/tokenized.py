@@ -1,6 +1,7 @@
-"""Tokenize records into flat int32 arrays, applying the sequence-length policy.
+"""Tokenize records into flat int32 arrays, applying the prompt template and the sequence-length policy.
 
-An example is `[BOS] + prompt + response + [EOS]` (see `janus_jax.prompts`). Batches use next-token form
+An example is `[BOS] + prompt + response + [EOS]`, the prompt and response rendered by the template
+(`data.template`, see `janus_jax.prompts`). Batches use next-token form
 (`inputs = ids[:-1]`, `targets = ids[1:]`), so an example of n ids fills n - 1 positions and fits a row of
 `seq_len` when n - 1 <= seq_len. Longer examples are either dropped or truncated at the end of the response
 (`over_length`). A truncated example keeps its first `seq_len + 1` ids and so loses its EOS: the model is
@@ -17,6 +18,7 @@ import numpy as np
 
 from janus_jax.data.records import Example, Pair
 from janus_jax.data.report import OVER_LENGTH_DROPPED, OVER_LENGTH_TRUNCATED, DataReport
+from janus_jax.prompts import DEFAULT_TEMPLATE, get_template, rm_prompt_text
 from janus_jax.tokenizer import Tokenizer
 
 OVER_LENGTH_POLICIES = ("truncate", "drop")
@@ -101,12 +103,21 @@ def _note(report: DataReport, split: str, row: int, label: str, n_full: int, n_k
                    f"{label}{n_full - 1} tokens > seq_len {seq_len}, response cut by {n_full - n_kept} tokens")
 
 
+def pair_prompt_text(pair: Pair, template: str) -> str:
+    """The prompt part of a pair: DPO-schema rows from their system message and prompt, RM-schema rows from
+    their `input` as one user turn."""
+    if pair.prompt is not None:
+        return get_template(template).prompt_text(pair.system or "", pair.prompt)
+    return rm_prompt_text(pair.instruction, template)
+
+
 def tokenize_examples(tok: Tokenizer, examples: list[Example], seq_len: int, over_length: str,
-                      report: DataReport, split: str) -> TokenizedExamples:
+                      report: DataReport, split: str, template: str = DEFAULT_TEMPLATE) -> TokenizedExamples:
     """SFT examples -> token store; over-length examples are truncated or dropped and reported."""
     _check_policy(seq_len, over_length)
-    prompts = encode_texts(tok, [e.prompt_text for e in examples])
-    responses = encode_texts(tok, [e.response for e in examples])
+    t = get_template(template)
+    prompts = encode_texts(tok, [t.prompt_text(e.system, e.prompt) for e in examples])
+    responses = encode_texts(tok, [t.reply_text(e.response) for e in examples])
     kept = ([], [], [], [])
     for e, p, r in zip(examples, prompts, responses, strict=True):
         n = _fit(len(p), len(r), seq_len, over_length)
@@ -117,16 +128,17 @@ def tokenize_examples(tok: Tokenizer, examples: list[Example], seq_len: int, ove
     return _assemble(tok, *kept)
 
 
-def tokenize_pairs(tok: Tokenizer, pairs: list[Pair], seq_len: int, over_length: str,
-                   report: DataReport, split: str) -> tuple[TokenizedExamples, TokenizedExamples]:
+def tokenize_pairs(tok: Tokenizer, pairs: list[Pair], seq_len: int, over_length: str, report: DataReport,
+                   split: str, template: str = DEFAULT_TEMPLATE) -> tuple[TokenizedExamples, TokenizedExamples]:
     """Preference pairs -> (chosen store, rejected store), aligned index by index.
 
     A pair is dropped when either side must be dropped; each side is truncated on its own otherwise.
     """
     _check_policy(seq_len, over_length)
-    prompts = encode_texts(tok, [p.prompt_text for p in pairs])
-    chosen = encode_texts(tok, [p.chosen for p in pairs])
-    rejected = encode_texts(tok, [p.rejected for p in pairs])
+    t = get_template(template)
+    prompts = encode_texts(tok, [pair_prompt_text(p, template) for p in pairs])
+    chosen = encode_texts(tok, [t.reply_text(p.chosen) for p in pairs])
+    rejected = encode_texts(tok, [t.reply_text(p.rejected) for p in pairs])
     kept = ([], [], [], [], [], [])
     for pair, p, c, r in zip(pairs, prompts, chosen, rejected, strict=True):
         nc = _fit(len(p), len(c), seq_len, over_length)

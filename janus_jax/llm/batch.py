@@ -1,7 +1,7 @@
 """The OpenAI Batch API as a way to fill the cache at half price.
 
 How it fits: set ``client.defer_to_batch = True`` and run a stage as usual; every cache miss is queued in
-``client.pending_batch`` (the result comes back with ``deferred=True``) instead of being sent. Then
+the client's ``BatchQueue`` (the result comes back with ``deferred=True``) instead of being sent. Then
 ``await run_batch(client, work_dir)`` writes the queued requests as JSONL (``custom_id`` = cache key),
 uploads it, creates the batch, polls until it ends and merges every answer into the same cache. Running
 the stage again is then all cache hits; replies that fail validation are queued again (their re-ask has
@@ -17,10 +17,14 @@ import asyncio
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from janus_jax.llm.client import LLMClient, _entry_from_completion, _short
+from janus_jax.llm.completion import entry_from_completion, shorten
+
+if TYPE_CHECKING:
+    from janus_jax.llm.client import LLMClient
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,26 @@ ENDPOINT = "/v1/chat/completions"
 MAX_REQUESTS_PER_BATCH = 50_000  # OpenAI's limits per batch file
 MAX_BYTES_PER_BATCH = 190 * 1024 * 1024
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+@dataclass
+class BatchQueue:
+    """Requests waiting for the Batch API (cache key -> request body) and the failures batches reported.
+
+    A failure stays until the process ends, so ``chat`` returns it instead of queueing the same request
+    again in the next round; a new run tries those requests afresh.
+    """
+
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def add(self, key: str, body: dict[str, Any]) -> None:
+        self.pending[key] = body
+
+    def take(self) -> dict[str, dict[str, Any]]:
+        """Everything queued, emptying the queue."""
+        pending, self.pending = self.pending, {}
+        return pending
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
@@ -73,9 +97,19 @@ async def _download(client: LLMClient, file_id: str | None) -> list[dict[str, An
     return [json.loads(line) for line in content.text.splitlines() if line.strip()]
 
 
+def _asked_logprobs(input_path: Path) -> set[str]:
+    """The keys of a batch's input file whose requests asked for log-probabilities."""
+    if not input_path.exists():
+        return set()
+    lines = (json.loads(line) for line in input_path.read_text().splitlines() if line.strip())
+    return {item["custom_id"] for item in lines if item["body"].get("logprobs")}
+
+
 async def _finish(client: LLMClient, state_path: Path, poll_interval_s: float) -> dict[str, int]:
     """Poll one submitted batch to its end and merge its results; returns counts."""
     state = json.loads(state_path.read_text())
+    with_logprobs = _asked_logprobs(state_path.with_suffix(".input.jsonl"))
+    errors = client.batch_queue.errors
     while True:
         batch = await client.openai.batches.retrieve(state["batch_id"])
         if batch.status in TERMINAL:
@@ -90,21 +124,22 @@ async def _finish(client: LLMClient, state_path: Path, poll_interval_s: float) -
         response = item.get("response") or {}
         if response.get("status_code") == 200:
             try:
-                client.record_answer(key, _entry_from_completion(response.get("body") or {}, batch=True))
+                entry = entry_from_completion(response.get("body") or {}, logprobs=key in with_logprobs, batch=True)
+                client.record_answer(key, entry)
                 answered += 1
                 continue
             except Exception as error:  # a malformed answer is a failure of that request only
-                reason = f"malformed_response: {_short(str(error))}"
+                reason = f"malformed_response: {shorten(str(error))}"
         else:
             error = (response.get("body") or {}).get("error") or item.get("error") or {}
             status = response.get("status_code")
-            reason = f"batch: HTTP {status}: {_short(error.get('message', 'no message'))}"
-        client.batch_errors[key] = client.scrub(reason)
+            reason = f"batch: HTTP {status}: {shorten(error.get('message', 'no message'))}"
+        errors[key] = client.scrub(reason)
         failed += 1
     for key in state["keys"]:
         if key not in seen:
-            detail = _short(str(batch.errors)) if batch.errors else "no result in the output file"
-            client.batch_errors[key] = client.scrub(f"batch: {batch.status}: {detail}")
+            detail = shorten(str(batch.errors)) if batch.errors else "no result in the output file"
+            errors[key] = client.scrub(f"batch: {batch.status}: {detail}")
             failed += 1
     state["merged"] = True
     state["status"] = batch.status
@@ -124,10 +159,11 @@ async def run_batch(
     max_requests_per_batch: int = MAX_REQUESTS_PER_BATCH,
     max_bytes_per_batch: int = MAX_BYTES_PER_BATCH,
 ) -> dict[str, int]:
-    """Send ``client.pending_batch`` through the Batch API and merge the answers into the cache.
+    """Send the requests queued in ``client.batch_queue`` through the Batch API and merge the answers
+    into the cache.
 
     Batches submitted by an earlier (killed) run are finished first. Returns counts of requests
-    submitted, answered and failed; failed keys land in ``client.batch_errors`` with their reasons.
+    submitted, answered and failed; failed keys land in ``client.batch_queue.errors`` with their reasons.
     """
     if client.cache is None:
         raise ValueError("the Batch API path needs a cache: results are merged into it")
@@ -135,12 +171,12 @@ async def run_batch(
     work.mkdir(parents=True, exist_ok=True)
     totals = {"submitted": 0, "answered": 0, "failed": 0}
     unfinished = [p for p in sorted(work.glob("batch-*.json")) if not json.loads(p.read_text()).get("merged")]
-    pending = dict(client.pending_batch)
-    client.pending_batch.clear()
+    queue = client.batch_queue
+    pending = queue.take()
     for state_path in unfinished:  # paid for already: finish before deciding what is still missing
         for name, count in (await _finish(client, state_path, poll_interval_s)).items():
             totals[name] += count
-    pending = {k: v for k, v in pending.items() if k not in client.cache and k not in client.batch_errors}
+    pending = {k: v for k, v in pending.items() if k not in client.cache and k not in queue.errors}
     states = [
         await _submit(client, work, chunk, completion_window)
         for chunk in _chunks(pending, max_requests_per_batch, max_bytes_per_batch)

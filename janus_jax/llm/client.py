@@ -22,7 +22,9 @@ from typing import Any
 
 import openai
 
+from janus_jax.llm.batch import BatchQueue
 from janus_jax.llm.cache import ResponseCache, request_key
+from janus_jax.llm.completion import LogprobsMissing, MalformedReply, entry_from_completion, shorten
 from janus_jax.llm.pricing import cost_usd, price_for
 from janus_jax.llm.ratelimit import RateLimiter
 
@@ -43,22 +45,25 @@ class ChatResult:
     """The outcome of one ``chat`` call.
 
     ``texts`` holds the n reply texts, ``parsed`` what ``validate`` returned for each (None without a
-    validator). ``error`` is None on success, else ``"<kind>: <detail>"`` where kind is one of
+    validator). ``logprobs`` (only when the call asked for them) holds, per reply, its tokens in
+    OpenAI's ``logprobs.content`` form: ``{"token", "logprob", "bytes", "top_logprobs": [...]}``.
+    ``error`` is None on success, else ``"<kind>: <detail>"`` where kind is one of
     rate_limited, server_error, timeout, connection, malformed_response, http_<status>, empty_reply,
     truncated, invalid_reply. ``cached`` is True when no API call was made. ``deferred`` is True only in
     batch mode, for a request queued for the Batch API instead of being sent.
     """
 
-    texts: list[str]
-    parsed: list[Any] | None
-    finish_reasons: list[str]
-    usage: Usage
-    cost_usd: float
-    cached: bool
-    error: str | None
-    attempts: int
-    key: str
+    texts: list[str] = field(default_factory=list)
+    parsed: list[Any] | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    cached: bool = True
+    error: str | None = None
+    attempts: int = 0
+    key: str = ""
     deferred: bool = False
+    logprobs: list[list[dict[str, Any]]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -76,6 +81,25 @@ class ChatResult:
     @property
     def error_kind(self) -> str | None:
         return None if self.error is None else self.error.split(":", 1)[0]
+
+    def top_logprobs(self, position: int = 0, choice: int = 0) -> dict[str, float]:
+        """token -> log-probability of the most likely tokens at one position of one reply.
+
+        The AlpacaEval weighted annotator reads position 0 (the judge's ``m``/``M``). Empty when the
+        reply is shorter; an error when the call did not ask for ``top_logprobs``.
+        """
+        if self.logprobs is None:
+            raise ValueError("this result has no log-probabilities: call chat(..., logprobs=True, top_logprobs=k)")
+        tokens = self.logprobs[choice]
+        if position >= len(tokens):
+            return {}
+        return {t["token"]: float(t["logprob"]) for t in tokens[position].get("top_logprobs") or []}
+
+    def _take(self, entry: dict[str, Any]) -> None:
+        """Show one cache entry's replies (an empty entry clears them)."""
+        self.texts = list(entry.get("texts") or [])
+        self.finish_reasons = list(entry.get("finish_reasons") or [])
+        self.logprobs = entry.get("logprobs")
 
 
 @dataclass
@@ -182,10 +206,9 @@ class LLMClient:
         self.cache = ResponseCache(cache_path) if cache_path is not None else None
         self.limiter = RateLimiter(requests_per_minute, tokens_per_minute)
         self.stats = ClientStats(unpriced=self.price is None)
-        # Batch mode (see janus_jax.llm.batch): cache misses are queued here instead of being sent.
+        # Batch mode (see janus_jax.llm.batch): while True, cache misses go to the queue instead of the API.
         self.defer_to_batch = False
-        self.pending_batch: dict[str, dict[str, Any]] = {}
-        self.batch_errors: dict[str, str] = {}
+        self.batch_queue = BatchQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._openai: openai.AsyncOpenAI | None = None
         self._semaphore: asyncio.Semaphore | None = None
@@ -228,9 +251,17 @@ class LLMClient:
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        logprobs: bool = False,
+        top_logprobs: int | None = None,
         extra_body: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The JSON body of a chat completion request (what the cache key and the Batch API hash)."""
+        """The JSON body of a chat completion request (what the cache key and the Batch API hash).
+
+        ``logprobs``/``top_logprobs`` are sent (and so enter the cache key) only when asked for, so
+        requests without them keep the keys they always had.
+        """
+        if top_logprobs is not None and not logprobs:
+            raise ValueError("top_logprobs needs logprobs=True (as in the OpenAI API)")
         body: dict[str, Any] = {
             "model": self.model,
             "messages": list(messages),
@@ -241,6 +272,8 @@ class LLMClient:
             "response_format": response_format,
             "seed": seed,
             "stop": stop,
+            "logprobs": True if logprobs else None,
+            "top_logprobs": top_logprobs,
         }
         body.update(extra_body or {})
         return {k: v for k, v in body.items() if v is not None}
@@ -284,6 +317,8 @@ class LLMClient:
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        logprobs: bool = False,
+        top_logprobs: int | None = None,
         extra_body: dict[str, Any] | None = None,
         validate: Validator | None = None,
         accept_truncated: bool = True,
@@ -294,7 +329,8 @@ class LLMClient:
         An empty reply, a reply cut off at ``max_tokens`` (unless ``accept_truncated``) or one that
         ``validate`` rejects (by raising any exception; its message becomes the reason) is asked again,
         up to ``max_reasks`` times, and then returned as a failure. API errors are retried up to
-        ``max_retries`` times with backoff, then returned as a failure.
+        ``max_retries`` times with backoff, then returned as a failure. ``logprobs=True`` (and
+        ``top_logprobs=k``, 0-20) returns token log-probabilities in ``ChatResult.logprobs``.
         """
         body = self.request_body(
             messages,
@@ -305,84 +341,60 @@ class LLMClient:
             response_format=response_format,
             seed=seed,
             stop=stop,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
             extra_body=extra_body,
         )
         reasks = self.max_reasks if max_reasks is None else max_reasks
-        total = Usage()
-        cost = 0.0
-        all_cached = True
-        reason = ""
-        entry: dict[str, Any] = {}
-        key = ""
+        result = ChatResult()
         for attempt in range(reasks + 1):
-            key = self.key_for(body, attempt)
-            entry = self.cache.get(key) if self.cache is not None else None
-            if entry is not None:
-                self.stats.cache_hits += 1
-            else:
-                all_cached = False
-                if key in self.batch_errors:
-                    return self._result(
-                        entry={},
-                        key=key,
-                        attempts=attempt + 1,
-                        usage=total,
-                        cost=cost,
-                        cached=False,
-                        error=self._fail(key, self.batch_errors[key]),
-                    )
-                if self.defer_to_batch:
-                    self.pending_batch[key] = body
-                    return self._result(
-                        entry={},
-                        key=key,
-                        attempts=attempt + 1,
-                        usage=total,
-                        cost=cost,
-                        cached=False,
-                        error=None,
-                        deferred=True,
-                    )
-                try:
-                    entry = await self._call(body)
-                except _CallFailed as failure:
-                    return self._result(
-                        entry={},
-                        key=key,
-                        attempts=attempt + 1,
-                        usage=total,
-                        cost=cost,
-                        cached=False,
-                        error=self._fail(key, failure.reason),
-                    )
-                self.record_answer(key, entry)
-                usage = entry.get("usage") or {}
-                total.prompt_tokens += usage.get("prompt_tokens", 0)
-                total.completion_tokens += usage.get("completion_tokens", 0)
-                cost += self._entry_cost(entry)
-            parsed, reason = self._check(entry, validate, accept_truncated)
+            result.attempts = attempt + 1
+            result.key = self.key_for(body, attempt)
+            entry = await self._answer(result, body)
+            if entry is None:  # failed, or deferred to the Batch API
+                return result
+            result._take(entry)
+            result.parsed, reason = self._check(entry, validate, accept_truncated)
             if not reason:
-                return self._result(
-                    entry=entry,
-                    key=key,
-                    attempts=attempt + 1,
-                    usage=total,
-                    cost=cost,
-                    cached=all_cached,
-                    error=None,
-                    parsed=parsed,
-                )
+                return result
             if attempt < reasks:
                 self.stats.reasks += 1
-        return self._result(
-            entry=entry,
-            key=key,
-            attempts=reasks + 1,
-            usage=total,
-            cost=cost,
-            cached=all_cached,
-            error=self._fail(key, f"{reason} (after {reasks + 1} attempts)"),
-        )
+        result.error = self._fail(result.key, f"{reason} (after {reasks + 1} attempts)")
+        return result
+
+    async def _answer(self, result: ChatResult, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The cache entry for ``result.key``: from the cache, else from the API (accounted in ``result``).
+
+        None when there is none to check: the call failed (``result.error``) or went to the Batch API
+        queue (``result.deferred``).
+        """
+        key = result.key
+        entry = self.cache.get(key) if self.cache is not None else None
+        if entry is not None:
+            self.stats.cache_hits += 1
+            return entry
+        result.cached = False
+        failure = self.batch_queue.errors.get(key)
+        if failure is None and self.defer_to_batch:
+            self.batch_queue.add(key, body)
+            result.deferred = True
+            result._take({})
+            return None
+        if failure is None:
+            try:
+                entry = await self._call(body)
+            except _CallFailed as failed:
+                failure = failed.reason
+        if failure is not None:
+            result.error = self._fail(key, failure)
+            result._take({})
+            return None
+        self.record_answer(key, entry)
+        usage = entry.get("usage") or {}
+        result.usage.prompt_tokens += usage.get("prompt_tokens", 0)
+        result.usage.completion_tokens += usage.get("completion_tokens", 0)
+        result.cost_usd += self._entry_cost(entry)
+        return entry
 
     @staticmethod
     def _check(
@@ -400,32 +412,6 @@ class LLMClient:
         except Exception as error:  # the validator's message is the reason
             detail = str(error).replace("\n", " ")[:300] or type(error).__name__
             return None, f"invalid_reply: {detail}"
-
-    def _result(
-        self,
-        *,
-        entry: dict[str, Any],
-        key: str,
-        attempts: int,
-        usage: Usage,
-        cost: float,
-        cached: bool,
-        error: str | None,
-        parsed: list[Any] | None = None,
-        deferred: bool = False,
-    ) -> ChatResult:
-        return ChatResult(
-            texts=list(entry.get("texts") or []),
-            parsed=parsed,
-            finish_reasons=list(entry.get("finish_reasons") or []),
-            usage=usage,
-            cost_usd=cost,
-            cached=cached,
-            error=error,
-            attempts=attempts,
-            key=key,
-            deferred=deferred,
-        )
 
     def _estimate_tokens(self, body: dict[str, Any]) -> int:
         chars = sum(len(json.dumps(m.get("content", ""))) for m in body["messages"])
@@ -446,20 +432,22 @@ class LLMClient:
                     # parameters (a third of the client's CPU time per call) and keeps vendor extras
                     # (e.g. vLLM's repetition_penalty) at the top level, where servers expect them.
                     raw = await self._openai.post("/chat/completions", cast_to=bytes, body=body)
-                    return _entry_from_completion(json.loads(raw))
+                    return entry_from_completion(json.loads(raw), logprobs=bool(body.get("logprobs")))
+                except LogprobsMissing as error:
+                    raise _CallFailed(f"malformed_response: {error}") from None
                 except openai.APIStatusError as error:
                     status = error.status_code
                     detail = error.body.get("message") if isinstance(error.body, dict) else None
-                    reason = f"{_status_kind(status)}: HTTP {status}: {_short(detail or error.message)}"
+                    reason = f"{_status_kind(status)}: HTTP {status}: {shorten(detail or error.message)}"
                     if not (status in (408, 409, 429) or status >= 500):
                         raise _CallFailed(reason) from None
                     retry_after = _retry_after_s(error.response.headers)
                 except openai.APITimeoutError:
                     reason = f"timeout: no answer within {self.timeout_s:g} s"
                 except openai.APIConnectionError as error:
-                    reason = f"connection: {_short(str(error.__cause__ or error))}"
-                except (ValueError, openai.APIResponseValidationError, _MalformedReply) as error:
-                    reason = f"malformed_response: {_short(str(error))}"
+                    reason = f"connection: {shorten(str(error.__cause__ or error))}"
+                except (ValueError, openai.APIResponseValidationError, MalformedReply) as error:
+                    reason = f"malformed_response: {shorten(str(error))}"
             if retry == self.max_retries:
                 break
             self.stats.retries += 1
@@ -540,43 +528,12 @@ def run_many(
 
 
 # ---------------------------------------------------------------------------------------- helpers
-class _MalformedReply(Exception):
-    pass
-
-
-def _entry_from_completion(data: dict[str, Any], batch: bool = False) -> dict[str, Any]:
-    """The cached form of a chat completion: texts, finish reasons, usage."""
-    choices = data.get("choices") or []
-    if not choices:
-        raise _MalformedReply("the completion has no choices")
-    choices = sorted(choices, key=lambda c: c.get("index") or 0)
-    usage = data.get("usage") or {}
-    entry = {
-        "texts": [((c.get("message") or {}).get("content") or "") for c in choices],
-        "finish_reasons": [c.get("finish_reason") or "" for c in choices],
-        "usage": {
-            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-            "completion_tokens": int(usage.get("completion_tokens") or 0),
-        },
-        "model": data.get("model"),
-        "time": round(time.time(), 3),
-    }
-    if batch:
-        entry["batch"] = True
-    return entry
-
-
 def _status_kind(status: int) -> str:
     if status == 429:
         return "rate_limited"
     if status >= 500:
         return "server_error"
     return f"http_{status}"
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _retry_after_s(headers: Any) -> float | None:

@@ -11,15 +11,22 @@ import shutil
 from pathlib import Path
 
 
-def write_tokenizer_files(out: Path, tokenizer_path: str | None = None) -> None:
-    """tokenizer.model + tokenizer_config.json as in the released Janus checkpoints."""
+def write_tokenizer_files(out: Path, tokenizer_path: str | None = None, template: str = "mistral_inst") -> None:
+    """tokenizer.model + tokenizer_config.json as in the released Janus checkpoints, with the run's prompt
+    template as `chat_template`, so transformers' `apply_chat_template` and vLLM build the prompts the
+    model was trained on (`janus_jax.prompts.template_of(out)` reads it back)."""
+    from janus_jax.prompts import get_template
     from janus_jax.tokenizer import default_model_path
 
+    chat_template = get_template(template).jinja
     source = Path(tokenizer_path) if tokenizer_path else default_model_path()
     if source.is_dir():
         for f in source.iterdir():
             if f.is_file() and (f.name.startswith("tokenizer") or f.name == "special_tokens_map.json"):
                 shutil.copy(f, out / f.name)
+        config_path = out / "tokenizer_config.json"
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        config_path.write_text(json.dumps({**config, "chat_template": chat_template}, indent=2))
         return
     shutil.copy(source, out / "tokenizer.model")
     config = {
@@ -32,6 +39,7 @@ def write_tokenizer_files(out: Path, tokenizer_path: str | None = None) -> None:
         "add_eos_token": False,
         "legacy": True,
         "model_max_length": 32768,
+        "chat_template": chat_template,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
