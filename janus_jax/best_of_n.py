@@ -20,6 +20,7 @@ from flax import nnx
 from janus_jax.data.scoring import scoring_batches
 from janus_jax.load import load_model
 from janus_jax.model.reward import RewardModel
+from janus_jax.prompts import template_of
 from janus_jax.tokenizer import Tokenizer
 
 log = logging.getLogger("janus_jax.best_of_n")
@@ -38,14 +39,18 @@ def load_reward_model(source: str | os.PathLike, *, mesh=None, step: int | None 
 
 
 def run_settings(rm_path: str | os.PathLike) -> dict:
-    """Tokenizer and sequence length the reward model was trained with (from its workdir's manifest)."""
+    """Tokenizer, sequence length and prompt template the reward model was trained with (its workdir's manifest)."""
     from janus_jax.manifest import read_manifest
     from janus_jax.train.checkpoint import resolve_checkpoint_dir
 
     directory, _ = resolve_checkpoint_dir(rm_path)
     manifest = read_manifest(directory.parent) or {}
     data = manifest.get("config", {}).get("data", {})
-    return {"tokenizer": data.get("tokenizer", ""), "max_length": int(data.get("seq_len") or DEFAULT_MAX_LENGTH)}
+    return {
+        "tokenizer": data.get("tokenizer", ""),
+        "max_length": int(data.get("seq_len") or DEFAULT_MAX_LENGTH),
+        "template": template_of(manifest.get("config", {})),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +66,11 @@ class RewardScorer:
     """Scores (system, prompt, response) triples with a reward model, in fixed-shape batches."""
 
     def __init__(self, model: RewardModel, tokenizer: Tokenizer, *, max_length: int, batch_size: int = 16,
-                 mesh=None):
+                 mesh=None, template: str = "mistral_inst"):
         from janus_jax.sharding import batch_sharding, make_mesh
 
         self.tokenizer = tokenizer
+        self.template = template
         self.max_length = int(max_length)
         mesh = mesh or make_mesh((1, -1, 1))
         rows_per_shard = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -84,13 +90,13 @@ class RewardScorer:
         """Whether at least one response token fits after the prompt (else training would drop the row)."""
         from janus_jax.prompts import prompt_text
 
-        return len(self.tokenizer.encode(prompt_text(system, prompt))) + 1 <= self.max_length
+        return len(self.tokenizer.encode(prompt_text(system, prompt, self.template))) + 1 <= self.max_length
 
     def score(self, triples: Sequence[tuple[str, str, str]]) -> np.ndarray:
         """float32 rewards, one per (system, prompt, response); raises on a prompt that leaves no room."""
         out = np.zeros(len(triples), np.float32)
         put = lambda x: jax.device_put(x, self._sharding)  # noqa: E731
-        for batch in scoring_batches(self.tokenizer, triples, self.max_length, self.batch_size):
+        for batch in scoring_batches(self.tokenizer, triples, self.max_length, self.batch_size, self.template):
             a = batch.arrays
             rewards = self._rewards(
                 self._params,

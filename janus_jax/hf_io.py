@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 
 from janus_jax.model import Mistral, MistralConfig
 from janus_jax.safetensors_io import SafetensorsFile, save_file
+from janus_jax.sharding import host_copy
 
 log = logging.getLogger(__name__)
 
@@ -204,14 +205,6 @@ def from_pretrained(
     return nnx.merge(graphdef, state)
 
 
-def _host_copy(arr: jax.Array) -> np.ndarray:
-    if jax.process_count() > 1 and not arr.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(arr, tiled=True))
-    return np.asarray(jax.device_get(arr))
-
-
 def _weights_dtype(variables) -> np.dtype:
     """The one dtype of a model's weights (the widest, should they mix, so that nothing is rounded)."""
     dtypes = {np.dtype(v.get_value().dtype) for v in variables}
@@ -264,7 +257,7 @@ def save_pretrained(
         tensors = []
         for hf, jpath, transposed, layer, _ in shard:
             value = flat[jpath].get_value()
-            host = _host_copy(value[layer] if layer is not None else value).astype(np_dtype)
+            host = host_copy(value[layer] if layer is not None else value).astype(np_dtype)
             tensors.append((hf, np.ascontiguousarray(host.T if transposed else host)))
             weight_map[hf] = filename
         if writer:

@@ -44,6 +44,24 @@ def source_kind(source: str | os.PathLike) -> SourceKind:
     )
 
 
+def template_of_source(source: str | os.PathLike, *, step: int | None = None) -> str:
+    """The prompt template (`janus_jax.prompts.TEMPLATES`) the model at `source` was trained with."""
+    from janus_jax.prompts import template_of
+
+    if source_kind(source) == "hf":
+        from janus_jax.hf_io import resolve_hf_dir
+
+        return template_of(resolve_hf_dir(source))
+    from janus_jax.train.checkpoint import Checkpointer, resolve_checkpoint_dir
+
+    directory, found = resolve_checkpoint_dir(source)
+    ckpt = Checkpointer(directory, async_save=False)
+    try:
+        return template_of(ckpt.read_meta(step if step is not None else found))
+    finally:
+        ckpt.close()
+
+
 def load_model(
     source: str | os.PathLike,
     *,

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 from pathlib import Path
+
+from janus_jax.jsonio import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data" / "samples"
@@ -59,14 +60,10 @@ def _parquet_bytes(rows: list[dict]) -> bytes:
     return sink.getvalue()
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def bench_rows(n: int = 12) -> list[dict]:
     """Multifaceted-Bench rows (the released schema) built from the SFT samples' preference sets."""
     rows = []
-    for row in _read_jsonl(SAMPLES / "sft.jsonl")[: 3 * n : 3]:
+    for row in read_jsonl(SAMPLES / "sft.jsonl")[: 3 * n : 3]:
         rubrics = [
             {
                 "criteria": f"Does the response follow the {p['dimension']} preference: {p['description']}",
@@ -110,7 +107,7 @@ def build(cache: str | Path) -> Path:
         model_dir = write_tiny_model(Path(tmp) / "model")
         _snapshot(cache, "model", BASE_MODEL, {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()})
     for repo_id, sample in DATASETS.items():
-        rows = _read_jsonl(SAMPLES / sample)
+        rows = read_jsonl(SAMPLES / sample)
         _snapshot(cache, "dataset", repo_id, {"data/train-00000-of-00001.parquet": _parquet_bytes(rows)})
     _snapshot(cache, "dataset", BENCH, {"data/train-00000-of-00001.parquet": _parquet_bytes(bench_rows())})
     return cache

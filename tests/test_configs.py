@@ -13,7 +13,7 @@ PRESETS = {
     "sft": ["tiny", "janus_7b", "janus_7b_65k", "janus_7b_epoch1"],
     "dpo": ["tiny", "janus_dpo_7b"],
     "orpo": ["tiny", "janus_orpo_7b"],
-    "rm": ["tiny", "janus_rm_7b"],
+    "rm": ["tiny", "janus_rm_7b", "janus_rm_7b_helpful"],
     "simpo": ["tiny", "janus_simpo_7b"],
 }
 

@@ -79,10 +79,11 @@ def test_periodic_eval_runs_when_due_and_only_with_an_eval_split(tmp_path, monke
 def test_save_checkpoint_every_n_steps_and_at_the_end_with_the_data_position():
     saved = []
     ckpt = types.SimpleNamespace(save=lambda step, state, meta: saved.append((step, meta)))
-    hook = hooks.SaveCheckpoint(ckpt, 4, {"vocab_size": 7})
+    hook = hooks.SaveCheckpoint(ckpt, 4, {"model_config": {"vocab_size": 7}, "template": "chatml"})
     for step in range(1, 11):
         hook.after_step(_ctx(step))
-    assert saved == [(s, {"data_step": s, "model_config": {"vocab_size": 7}}) for s in (4, 8, 10)]
+    meta = {"model_config": {"vocab_size": 7}, "template": "chatml"}
+    assert saved == [(s, {"data_step": s, **meta}) for s in (4, 8, 10)]
 
 
 def test_plot_loss_draws_after_the_last_step(tmp_path):

@@ -243,3 +243,20 @@ def test_unknown_config_keys_and_bad_values_are_named_before_anything_runs(tmp_p
         main(["--config=configs/sft.py:tiny", f"--workdir={tmp_path}", "--config.optimizer.lr=abc"])
     assert "optimizer.lr" in capsys.readouterr().err
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_the_prompt_template_travels_from_training_to_export_and_generation(tmp_path, data_file):
+    """A ChatML run records its template in each checkpoint; export writes it as chat_template, and the
+    programs that load the checkpoint (or the export) format prompts with it."""
+    from janus_jax.prompts import get_template, template_of
+    from janus_jax.serve.loading import load_for_inference
+    from janus_jax.train.export import export
+
+    workdir = tmp_path / "chatml"
+    train(tiny_sft_config(data_file, **{"train.max_steps": 1, "data.template": "chatml"}), workdir)
+    assert load_for_inference(str(workdir)).template == "chatml"
+    out = export(str(workdir), str(tmp_path / "hf"), dtype="float32")
+    assert template_of(out) == "chatml"
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    assert config["chat_template"] == get_template("chatml").jinja
+    assert load_for_inference(str(out)).template == "chatml"

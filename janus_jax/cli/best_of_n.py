@@ -60,7 +60,7 @@ def run_file(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.tokenizer if args.tokenizer is not None else settings["tokenizer"] or None)
     scorer = RewardScorer(
         load_reward_model(args.rm), tokenizer, max_length=args.max_length or settings["max_length"],
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, template=settings["template"],
     )
     sampler = params = None
     if args.policy:

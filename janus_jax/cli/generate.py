@@ -18,14 +18,15 @@ from pathlib import Path
 
 from janus_jax.cli.rows import InputRow, run_rows
 from janus_jax.cli.sampling_args import add_sampling_args, sampling_from_args
+from janus_jax.prompts import Template, get_template, render_prompt_ids
 from janus_jax.sample import Sampler, SamplingParams
 
 
-def run_file(sampler: Sampler, tokenizer, params: SamplingParams, args: argparse.Namespace) -> int:
-    from janus_jax.prompts import render_prompt_ids
-
+def run_file(
+    sampler: Sampler, tokenizer, params: SamplingParams, args: argparse.Namespace, template: Template
+) -> int:
     def prepare(row: InputRow) -> list[int]:
-        ids = render_prompt_ids(tokenizer, row.system, row.prompt)
+        ids = render_prompt_ids(tokenizer, row.system, row.prompt, template.name)
         sampler.check_request(ids, params, row.line)
         return ids
 
@@ -33,7 +34,7 @@ def run_file(sampler: Sampler, tokenizer, params: SamplingParams, args: argparse
         row_params = [dataclasses.replace(params, seed=(params.seed + row.line) % 2**32) for row, _ in batch]
         completions = sampler.generate([ids for _, ids in batch], row_params)
         return [
-            {**row.data, "output": c.text, "finish_reason": c.finish_reason}
+            {**row.data, "output": template.strip_reply(c.text), "finish_reason": c.finish_reason}
             for (row, _), c in zip(batch, completions, strict=True)
         ]
 
@@ -71,21 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"janus-generate: {e}", file=sys.stderr)
         return 2
-    from janus_jax.prompts import render_prompt_ids
     from janus_jax.serve.loading import load_from_args
 
     loaded = load_from_args(args)
-    tok = loaded.tokenizer
+    tok, template = loaded.tokenizer, get_template(loaded.template)
     sampler = Sampler(loaded.model, tok, eos_id=tok.eos_id, pad_id=tok.pad_id, mesh=loaded.mesh)
     if args.input is not None:
-        return run_file(sampler, tok, params, args)
-    ids = render_prompt_ids(tok, args.system, args.prompt)
+        return run_file(sampler, tok, params, args, template)
+    ids = render_prompt_ids(tok, args.system, args.prompt, template.name)
     try:
         completion = sampler.generate([ids], params)[0]
     except ValueError as e:
         print(f"janus-generate: {e}", file=sys.stderr)
         return 2
-    print(completion.text)
+    print(template.strip_reply(completion.text))
     return 0
 
 

@@ -25,7 +25,11 @@ class ScoringBatch(NamedTuple):
 
 
 def scoring_batches(
-    tokenizer: Tokenizer, triples: Sequence[tuple[str, str, str]], max_length: int, batch_size: int
+    tokenizer: Tokenizer,
+    triples: Sequence[tuple[str, str, str]],
+    max_length: int,
+    batch_size: int,
+    template: str = "mistral_inst",
 ) -> Iterator[ScoringBatch]:
     """Fixed-size batches of the triples; widths are powers of two up to `max_length` (few shapes to compile).
 
@@ -33,7 +37,7 @@ def scoring_batches(
     """
     examples = [Example(i, prompt, system, prompt, response) for i, (system, prompt, response) in enumerate(triples)]
     report = DataReport(over_length="truncate")
-    store = tokenize_examples(tokenizer, examples, max_length, "truncate", report, "score")
+    store = tokenize_examples(tokenizer, examples, max_length, "truncate", report, "score", template)
     dropped = [i.row for i in report.issues if i.kind == OVER_LENGTH_DROPPED]
     if dropped:
         raise ValueError(f"items {dropped}: the prompt leaves no room for a response in {max_length} tokens")

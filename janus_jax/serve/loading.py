@@ -26,6 +26,7 @@ class LoadedModel:
     tokenizer: Tokenizer
     name: str  # the model id clients ask for
     mesh: Any = None  # the mesh the parameters live on, if any
+    template: str = "mistral_inst"  # the prompt template it was trained with (janus_jax.prompts.TEMPLATES)
 
 
 def default_dtype() -> str:
@@ -97,7 +98,7 @@ def load_for_inference(
     name: str | None = None,
 ) -> LoadedModel:
     """A policy and its tokenizer, weights and activations in `dtype`, from any `load_model` source."""
-    from janus_jax.load import load_model, source_kind
+    from janus_jax.load import load_model, source_kind, template_of_source
 
     dtype = dtype or default_dtype()
     model = load_model(source, step=step, mesh=mesh)
@@ -110,7 +111,8 @@ def load_for_inference(
         raise ValueError(f"tokenizer {tok.name} has {tok.vocab_size} ids but the model only {model.config.vocab_size}")
     name = name or Path(source).absolute().name
     log.info("loaded %s (%s, %d parameters), tokenizer %s", name, dtype, model.config.num_params, tok.name)
-    return LoadedModel(model=model, tokenizer=tok, name=name, mesh=mesh)
+    template = template_of_source(source, step=step)
+    return LoadedModel(model=model, tokenizer=tok, name=name, mesh=mesh, template=template)
 
 
 def _tokenizer_of(source: str, kind: str) -> str | None:

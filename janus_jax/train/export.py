@@ -48,12 +48,12 @@ def export(
     checkpoint: str, out: str, *, step: int | None = None, dtype: str = "bfloat16", tokenizer: str | None = None
 ):
     from janus_jax.hf_io import save_pretrained
-    from janus_jax.load import load_model
+    from janus_jax.load import load_model, template_of_source
     from janus_jax.model import Mistral
 
     model = load_model(checkpoint, step=step)
     if not isinstance(model, Mistral):
         raise ValueError(f"{checkpoint} holds a reward model; janus-export writes causal LMs (MistralForCausalLM)")
     path = save_pretrained(model, out, dtype=dtype)
-    write_tokenizer_files(path, tokenizer)
+    write_tokenizer_files(path, tokenizer, template_of_source(checkpoint, step=step))
     return path

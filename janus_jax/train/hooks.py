@@ -158,14 +158,15 @@ def evaluate(run, params, ref_params=None) -> dict[str, float]:
 
 
 class SaveCheckpoint:
-    """Saves the state (async) every `every` steps and at the end, with the data position and model config."""
+    """Saves the state (async) every `every` steps and at the end, with the data position and `meta`
+    (the model config and the prompt template, what loading the checkpoint later needs)."""
 
-    def __init__(self, checkpointer, every: int, model_config: dict):
-        self.ckpt, self.every, self.model_config = checkpointer, every, model_config
+    def __init__(self, checkpointer, every: int, meta: dict):
+        self.ckpt, self.every, self.meta = checkpointer, every, meta
 
     def after_step(self, ctx: StepContext) -> None:
         if ctx.due(self.every):
-            self.ckpt.save(ctx.step, ctx.state, {"data_step": ctx.step, "model_config": self.model_config})
+            self.ckpt.save(ctx.step, ctx.state, {"data_step": ctx.step, **self.meta})
 
     def close(self) -> None:
         pass  # the loop owns the checkpointer and closes it (waiting for the last async save)

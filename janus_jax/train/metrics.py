@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jax
 
+from janus_jax.jsonio import read_jsonl
 from janus_jax.model import MistralConfig
 
 # Dense bf16 peak FLOP/s per device, for MFU. Unknown devices (CPU) report MFU only when
@@ -83,8 +84,8 @@ def _clean(v):
 
 
 def read_metrics(workdir: str | Path) -> list[dict]:
-    path = Path(workdir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    """The rows of `workdir/metrics.jsonl` (none before the first log); a line torn by a kill is skipped."""
+    return read_jsonl(Path(workdir) / "metrics.jsonl", skip_bad_lines=True, missing_ok=True)
 
 
 def last_logged(workdir: str | Path) -> dict:

@@ -11,6 +11,7 @@ import jax
 from ml_collections import ConfigDict
 
 from janus_jax import manifest
+from janus_jax.prompts import template_of
 from janus_jax.sharding import initialize_distributed
 from janus_jax.train import hooks
 from janus_jax.train.checkpoint import Checkpointer
@@ -82,6 +83,11 @@ def _restore_or_start(run: Run, ckpt: Checkpointer, workdir: Path, is_main: bool
     return state, step, None, problems
 
 
+def checkpoint_meta(run: Run) -> dict[str, Any]:
+    """What a checkpoint records beside the state: the model config and the prompt template it trained on."""
+    return {"model_config": dataclasses.asdict(run.model_config), "template": template_of(run.cfg)}
+
+
 def _hooks(run: Run, workdir: Path, ckpt, metrics_log, start: int, ref_params, is_main: bool) -> list[hooks.Hook]:
     """In order: stop on NaN before anything is written, log, evaluate, checkpoint, plot."""
     t = run.cfg.train
@@ -90,7 +96,7 @@ def _hooks(run: Run, workdir: Path, ckpt, metrics_log, start: int, ref_params, i
         hooks.NonFiniteGuard(t.log_every, t.checkpoint_every),
         hooks.LogProgress(metrics_log, t.log_every, start=start, run=run, peak_flops=peak, enabled=is_main),
         hooks.PeriodicEval(metrics_log, t.eval_every, run, ref_params),
-        hooks.SaveCheckpoint(ckpt, t.checkpoint_every, dataclasses.asdict(run.model_config)),
+        hooks.SaveCheckpoint(ckpt, t.checkpoint_every, checkpoint_meta(run)),
         hooks.PlotLoss(workdir, is_main),
         metrics_log,
     ]
