@@ -38,12 +38,29 @@ class SafetensorsFile:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        size = self.path.stat().st_size
         with open(self.path, "rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(header_len))
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError(f"{self.path}: {size} bytes, too short for a safetensors header (truncated?)")
+            (header_len,) = struct.unpack("<Q", head)
+            if 8 + header_len > size:
+                raise ValueError(f"{self.path}: a {header_len}-byte header in a {size}-byte file (truncated?)")
+            try:
+                header = json.loads(f.read(header_len))
+            except ValueError as e:
+                raise ValueError(f"{self.path}: the header is not valid JSON ({e}); not a safetensors file?") from None
         self.metadata = header.pop("__metadata__", {}) or {}
         self._entries = header
         self._data_start = 8 + header_len
+        data_bytes = size - self._data_start
+        for name, entry in header.items():
+            begin, end = entry["data_offsets"]
+            if end > data_bytes:
+                raise ValueError(
+                    f"{self.path}: tensor {name!r} needs bytes {begin}..{end} of the data but the file holds "
+                    f"{data_bytes} (truncated download or copy? fetch the file again)"
+                )
         self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r")
 
     def keys(self) -> list[str]:

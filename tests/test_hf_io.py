@@ -40,6 +40,19 @@ def test_missing_tensor_is_named(hf_dir, tmp_path):
         janus_jax.from_pretrained(bad)
 
 
+def test_truncated_safetensors_names_the_file_and_the_tensor(hf_dir, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text((hf_dir / "config.json").read_text())
+    data = (hf_dir / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ValueError, match=r"model.safetensors: tensor '.+' needs bytes .*truncated"):
+        janus_jax.from_pretrained(bad)
+    (bad / "model.safetensors").write_bytes(data[:5])
+    with pytest.raises(ValueError, match="too short for a safetensors header"):
+        janus_jax.from_pretrained(bad)
+
+
 def test_unexpected_tensor_is_named(hf_dir, tmp_path):
     bad = _rewrite(
         hf_dir, tmp_path / "bad", lambda t: t.update({"model.layers.0.extra.weight": np.zeros(3, np.float32)})
