@@ -115,6 +115,7 @@ def _prepare_dataset(datasets_cache: Path, repo_id: str, snapshot: Path) -> Path
     """
     import shutil
 
+    from datasets import disable_progress_bars
     from datasets.naming import camelcase_to_snakecase
     from datasets.packaged_modules.parquet.parquet import Parquet
 
@@ -124,6 +125,7 @@ def _prepare_dataset(datasets_cache: Path, repo_id: str, snapshot: Path) -> Path
     files = sorted(str(p) for p in (snapshot / "data").glob("*.parquet"))
     builder = Parquet(cache_dir=str(staging), dataset_name=name, hash=snapshot.name, config_id="default",
                       data_files={"train": files})
+    disable_progress_bars()
     builder.download_and_prepare()
     target = datasets_cache / f"{namespace}___{folder}"
     shutil.rmtree(target, ignore_errors=True)
