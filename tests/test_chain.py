@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from data_gen_rules import synth_rules  # noqa: E402
 from scripted_openai_server import Call, ScriptedOpenAIServer  # noqa: E402
 
+from janus_jax.jsonio import read_records  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 BASE = "mistral-community/Mistral-7B-v0.2"
 SERVE_KEY = "chain-serve-key"
@@ -97,7 +99,7 @@ def judge_and_writer_rules(call: Call):
 
 
 def metrics(workdir: Path) -> list[dict]:
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return read_records(workdir / "metrics.jsonl")
 
 
 def train_losses(workdir: Path) -> list[float]:
@@ -215,7 +217,8 @@ def test_the_papers_chain_from_the_hub_id_to_a_judged_report(tmp_path, local_hub
     # eval with the checkpoint: janus-serve answered with the key, the judge graded, a report with scores.
     scores = assert_finite_scores(runs / "eval_checkpoint")
     assert scores["counts"]["judge_calls_scored"] > 0
-    responses = [json.loads(x) for x in (runs / "eval_checkpoint" / "responses.jsonl").read_text().splitlines()]
+    # (read as JSON Lines: a random model's answers hold characters str.splitlines() would split at)
+    responses = read_records(runs / "eval_checkpoint" / "responses.jsonl")
     assert len(responses) == 2 and all(len(r["answers"]) == 1 for r in responses)
     assert judged
     # data_gen's Parquet bench, read by eval.
