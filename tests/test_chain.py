@@ -139,6 +139,8 @@ def greedy_tokens_match(export: Path, checkpoint: Path) -> None:
         assert ref == completion.token_ids + ([tok.eos_id] if completion.finish_reason == "stop" else [])
 
 
+# About 5 CPU-minutes in all (2.5-3 minutes on 2 quiet cores); the limit leaves room for a loaded machine.
+@pytest.mark.timeout(1800)
 def test_the_papers_chain_from_the_hub_id_to_a_judged_report(tmp_path, local_hub, stages):
     runs, logs = tmp_path / "runs", tmp_path / "logs"
     runs.mkdir()
