@@ -9,3 +9,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def local_hub(tmp_path_factory) -> dict[str, str]:
+    """A local Hugging Face hub (janus_jax.local_hub) built once per session: the environment variables
+    that make its hub ids resolve offline, for the programs a test starts."""
+    from janus_jax.local_hub import build, environment
+
+    return environment(build(tmp_path_factory.mktemp("local_hub")))
