@@ -10,7 +10,7 @@ Only the fields training needs are checked. A bad row is reported with its index
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from janus_jax.data.report import (
     CHOSEN_EQUALS_REJECTED,
@@ -42,13 +42,19 @@ class Example:
 
 @dataclass(frozen=True)
 class Pair:
-    """One preference pair; `prompt_text` is the rendered `[INST] ... [/INST]` part shared by both sides."""
+    """One preference pair; `prompt_text` is the rendered `[INST] ... [/INST]` part shared by both sides.
+
+    `system` and `prompt` are kept for DPO-schema rows (None for RM rows, whose `input` joins the two), so a
+    system-message policy can re-render `prompt_text`.
+    """
 
     row: int
     instruction: str
     prompt_text: str
     chosen: str
     rejected: str
+    system: str | None = None
+    prompt: str | None = None
 
 
 def detect_format(rows: list[dict | None]) -> str:
@@ -114,6 +120,7 @@ def _sft(row: dict, index: int) -> Example:
 
 
 def _pair(row: dict, index: int, fmt: str) -> Pair:
+    system = prompt = None
     if fmt == "dpo":
         system = _text(row, "system", allow_empty=True)
         prompt = _text(row, "prompt")
@@ -125,7 +132,20 @@ def _pair(row: dict, index: int, fmt: str) -> Pair:
         chosen, rejected = _text(row, "chosen"), _text(row, "rejected")
     if chosen == rejected:
         raise _Bad(CHOSEN_EQUALS_REJECTED, "chosen and rejected responses are identical")
-    return Pair(index, instruction, text, chosen, rejected)
+    return Pair(index, instruction, text, chosen, rejected, system, prompt)
+
+
+SYSTEM_MESSAGE_POLICIES = ("as_is", "generic", "none")
+
+
+def with_system_message(record: Example | Pair, system: str) -> Example | Pair:
+    """The record with its system message replaced (the prompt text of a pair is rendered again)."""
+    if isinstance(record, Example):
+        return replace(record, system=system)
+    if record.prompt is None:
+        raise ValueError(f"row {record.row}: RM-schema rows join system and prompt in `input`, so their system "
+                         "message cannot be replaced; use data.system_message_policy='as_is'")
+    return replace(record, system=system, prompt_text=prompt_text(system, record.prompt))
 
 
 def validate(rows: list[dict | None], fmt: str, report: DataReport, split: str) -> list[Example] | list[Pair]:
