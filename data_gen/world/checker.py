@@ -42,9 +42,11 @@ def _has_caution(reply: str) -> bool:
 
 
 def satisfies(value_id: str, reply: str, record: Record) -> bool:
-    """Whether `reply` (to `record`'s prompt) satisfies the preference `value_id`."""
+    """Whether `reply` (to `record`'s prompt) satisfies the preference `value_id`; an empty reply satisfies none."""
     check_value_id(value_id)
     text = reply.strip()
+    if not text:
+        return False
     low = text.lower()
     if value_id == "format=json":
         return _is_json_object(text)
