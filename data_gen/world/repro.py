@@ -86,7 +86,7 @@ def evaluate_condition(settings: ReproSettings, world_dir: Path, condition: str,
                "--checkpoint", str(workdir(settings.out, condition)),
                "--bench-file", str(world_dir / "bench.jsonl"), "--judge", "rule-judge", "--judge-base-url", judge_url,
                "--judge-api-key-env", "RULE_JUDGE_KEY", "--out", str(eval_dir), "--runs", "1", "--max-reasks", "0",
-               "--rounds", str(settings.bootstrap_rounds), "--quiet"]
+               "--rounds", str(settings.bootstrap_rounds), "--concurrency", "32", "--quiet"]
     _run(command, settings.out / condition / "eval.log")
     return eval_dir
 
