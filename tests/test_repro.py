@@ -102,3 +102,44 @@ def test_report_rebuilds_from_generations_alone(tmp_path):
     assert "| sm3 | 4.00 [4.00, 4.00] | 4.00 [4.00, 4.00] |" in text
     assert "| sm1 - generic | unseen | 1.00 [1.00, 1.00] | real (interval above 0) |" in text
     assert (out / "report.png").exists()
+
+
+def test_eval_judge_join_and_report_over_real_http(tmp_path):
+    """The chain after training: python -m eval -> rule judge over HTTP -> generations.jsonl -> report."""
+    from data_gen.world.generate import read_jsonl
+    from data_gen.world.repro import evaluate_condition, generations, write_jsonl
+    from eval.rule_judge import serving
+
+    settings = ReproSettings(out=tmp_path / "repro", world=WorldConfig(train_instructions=6, heldout_instructions=4),
+                             conditions=("generic", "sm3"), bootstrap_rounds=50)
+    world = write_world(settings.world, settings.out / "world")
+    bench = read_jsonl(world / "bench.jsonl")
+    # One rubric the judge cannot read (no value id): a counted failure, not a crash.
+    bench[0]["rubrics"][1]["criteria"] = "Is it good?"
+    (world / "bench.jsonl").write_text("".join(json.dumps(b) + "\n" for b in bench))
+    replies = {"sm3": [b["reference_answer"] for b in bench],  # the gold replies
+               "generic": ["- " + b["reference_answer"].replace("\n", " ") for b in bench]}  # always bullets
+    with serving() as judge:
+        for cond in settings.conditions:
+            answers = tmp_path / f"{cond}.jsonl"
+            answers.write_text("".join(json.dumps({"id": str(i), "response": r}) + "\n"
+                                       for i, r in enumerate(replies[cond])))
+            eval_dir = evaluate_condition(settings, world, cond, judge.base_url, responses=answers)
+            write_jsonl(settings.out / cond / "generations.jsonl", generations(world, eval_dir, cond))
+        assert judge.failures == 2  # the unreadable rubric, once per condition
+        judgments = (settings.out / "sm3" / "eval" / "judgments.jsonl").read_text()
+        evaluate_condition(settings, world, "sm3", judge.base_url, responses=tmp_path / "sm3.jsonl")
+        assert judge.failures == 3  # a rerun asks only the failed call again
+        assert len((settings.out / "sm3" / "eval" / "judgments.jsonl").read_text()) >= len(judgments)
+    rows = read_jsonl(settings.out / "sm3" / "generations.jsonl")
+    assert len(rows) == 8 and rows[0]["judge_scores"][bench[0]["value_ids"][1]] is None
+    assert all(v == 5 for r in rows[1:] for v in r["judge_scores"].values())
+    assert all(r["reply"] == b["reference_answer"] for r, b in zip(rows, bench, strict=True))
+    s = json.loads((settings.out / "summary.json").read_text()) if (settings.out / "summary.json").exists() else None
+    assert s is None
+    text = write_report(settings.out, settings.conditions, rounds=50).read_text()
+    s = json.loads((settings.out / "summary.json").read_text())
+    assert s["failures"]["sm3"]["judge_unscored"] == 1 and s["agreement"]["sm3"]["rate"] == 1.0
+    assert s["agreement"]["generic"]["rate"] == 1.0
+    assert s["gaps"]["unseen"]["sm3 - generic"]["low"] > 0
+    assert "| sm3 | 5.00" in text

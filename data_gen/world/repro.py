@@ -79,11 +79,17 @@ def train_condition(settings: ReproSettings, world_dir: Path, condition: str) ->
     return wd
 
 
-def evaluate_condition(settings: ReproSettings, world_dir: Path, condition: str, judge_url: str) -> Path:
-    """`python -m eval run multifaceted` on the bench with the rule judge; returns the eval directory."""
+def evaluate_condition(settings: ReproSettings, world_dir: Path, condition: str, judge_url: str,
+                       responses: Path | None = None) -> Path:
+    """`python -m eval run multifaceted` on the bench with the rule judge; returns the eval directory.
+
+    The condition's checkpoint is served by janus-serve, unless `responses` gives replies generated elsewhere
+    (a JSONL of bench row `id` + `response`).
+    """
     eval_dir = settings.out / condition / "eval"
-    command = [sys.executable, "-m", "eval", "run", "multifaceted",
-               "--checkpoint", str(workdir(settings.out, condition)),
+    model = ["--model", f"janus-{condition}", "--responses", str(responses)] if responses else \
+        ["--checkpoint", str(workdir(settings.out, condition))]
+    command = [sys.executable, "-m", "eval", "run", "multifaceted", *model,
                "--bench-file", str(world_dir / "bench.jsonl"), "--judge", "rule-judge", "--judge-base-url", judge_url,
                "--judge-api-key-env", "RULE_JUDGE_KEY", "--out", str(eval_dir), "--runs", "1", "--max-reasks", "0",
                "--rounds", str(settings.bootstrap_rounds), "--concurrency", "32", "--quiet"]
