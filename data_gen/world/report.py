@@ -138,14 +138,25 @@ def plot(summary: dict[str, Any], conds: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out: Path, conditions: tuple[str, ...] | list[str], timings: dict | None = None,
-                 judge_stats: dict | None = None, rounds: int = 1000) -> Path:
+def _timings(out: Path, cond: str) -> dict[str, dict[str, float]]:
+    path = out / cond / "timing.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _seconds(timings: dict, stage: str) -> str:
+    t = timings.get(stage)
+    return f"{t['wall_s']:.0f} ({t['cpu_s']:.0f})" if t else "n/a"
+
+
+def write_report(out: Path, conditions: tuple[str, ...] | list[str], judge_stats: dict | None = None,
+                 rounds: int = 1000) -> Path:
     """Write OUT/report.md, OUT/report.png and OUT/summary.json from the conditions' generations."""
     out = Path(out)
     conds = list(conditions)
     rows = {c: read_jsonl(out / c / "generations.jsonl") for c in conds}
     summary = summarize(rows, rounds)
-    summary.update(timings=timings or {}, judge=judge_stats or {}, conditions=conds)
+    timings = {c: _timings(out, c) for c in conds}
+    summary.update(timings=timings, judge=judge_stats or {}, conditions=conds)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(summary, conds, out / "report.png")
     world = json.loads((out / "world" / "world.json").read_text()) if (out / "world" / "world.json").exists() else {}
@@ -175,12 +186,13 @@ def write_report(out: Path, conditions: tuple[str, ...] | list[str], timings: di
         *(f"| {c} | {_fmt(summary['check_rate']['unseen'][c])} | {_fmt(summary['check_rate']['seen'][c])} | "
           f"{summary['agreement'][c]['agree']}/{summary['agreement'][c]['total']} |" for c in conds),
         "", "## Training and failures", "",
+        "Seconds are wall clock (CPU seconds of the stage's processes in parentheses: divided by the cores, the "
+        "time on an idle machine).", "",
         "| condition | steps | final train loss | held-out loss (first -> last eval) | no reply | unscored "
         "rubrics | train s | serve+generate+judge s |", "|---|---|---|---|---|---|---|---|",
         *("| " + " | ".join([c, *_training(out, c), str(summary["failures"][c]["no_reply"]),
-                             str(summary["failures"][c]["judge_unscored"]),
-                             str((timings or {}).get(c, {}).get("train_s", "n/a")),
-                             str((timings or {}).get(c, {}).get("eval_s", "n/a"))]) + " |" for c in conds),
+                             str(summary["failures"][c]["judge_unscored"]), _seconds(timings[c], "train"),
+                             _seconds(timings[c], "eval")]) + " |" for c in conds),
         "", f"Judge requests answered: {summary['judge'].get('answered', 'n/a')}, refused as unreadable: "
         f"{summary['judge'].get('refused', 'n/a')}.", "", "![scores](report.png)", "",
     ]

@@ -15,12 +15,14 @@ and judgments, so a killed `make repro` continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +136,27 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
+@contextlib.contextmanager
+def timed(path: Path, stage: str) -> Iterator[None]:
+    """Add the stage's wall seconds and its subprocesses' CPU seconds to `path` (summed over reruns).
+
+    CPU seconds do not depend on what else runs on the machine: divided by the cores, they say how long the
+    stage takes on an idle machine.
+    """
+    t0, c0 = time.monotonic(), _children_cpu_s()
+    yield
+    totals = json.loads(path.read_text()) if path.exists() else {}
+    entry = totals.setdefault(stage, {"wall_s": 0.0, "cpu_s": 0.0})
+    entry["wall_s"] = round(entry["wall_s"] + time.monotonic() - t0, 1)
+    entry["cpu_s"] = round(entry["cpu_s"] + _children_cpu_s() - c0, 1)
+    path.write_text(json.dumps(totals, indent=2) + "\n")
+
+
+def _children_cpu_s() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
 def run_repro(settings: ReproSettings) -> Path:
     """The whole experiment; returns the path of report.md."""
     from data_gen.world.report import write_report
@@ -141,20 +164,20 @@ def run_repro(settings: ReproSettings) -> Path:
 
     settings.out.mkdir(parents=True, exist_ok=True)
     world_dir = write_world(settings.world, settings.out / "world")
-    timings: dict[str, dict[str, float]] = {}
     with serving() as judge:
         for condition in settings.conditions:
-            t0 = time.monotonic()
+            timing = settings.out / condition / "timing.json"
+            timing.parent.mkdir(parents=True, exist_ok=True)
             print(f"[repro] {condition}: training", flush=True)
-            train_condition(settings, world_dir, condition)
-            t1 = time.monotonic()
+            with timed(timing, "train"):
+                train_condition(settings, world_dir, condition)
             print(f"[repro] {condition}: serve, generate, judge", flush=True)
-            eval_dir = evaluate_condition(settings, world_dir, condition, judge.base_url)
+            with timed(timing, "eval"):
+                eval_dir = evaluate_condition(settings, world_dir, condition, judge.base_url)
             write_jsonl(settings.out / condition / "generations.jsonl", generations(world_dir, eval_dir, condition))
-            timings[condition] = {"train_s": round(t1 - t0, 1), "eval_s": round(time.monotonic() - t1, 1)}
-            print(f"[repro] {condition}: done ({timings[condition]})", flush=True)
+            print(f"[repro] {condition}: done ({json.loads(timing.read_text())})", flush=True)
         judge_stats = {"answered": judge.answered, "refused": judge.failures}
-    report = write_report(settings.out, settings.conditions, timings=timings, judge_stats=judge_stats,
+    report = write_report(settings.out, settings.conditions, judge_stats=judge_stats,
                           rounds=settings.bootstrap_rounds)
     print(f"[repro] report: {report}", flush=True)
     return report
