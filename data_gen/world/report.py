@@ -108,7 +108,14 @@ def _training(out: Path, cond: str) -> list[str]:
 
 
 def machine() -> str:
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores, {platform.system()}"
+    """CPU model (from /proc/cpuinfo where there is one), core count and OS."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        model = names[0] if names else model
+    return f"{model}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def plot(summary: dict[str, Any], conds: list[str], path: Path) -> None:
