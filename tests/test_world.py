@@ -10,6 +10,9 @@ from data_gen.world.checker import satisfies, word_count
 from data_gen.world.generate import rubric
 from data_gen.world.records import Record
 from data_gen.world.values import combination
+from janus_jax.data.pipeline import select_system_messages
+from janus_jax.data.records import validate
+from janus_jax.data.report import DataReport
 
 SMALL = WorldConfig(train_instructions=40, heldout_instructions=6)
 
@@ -74,6 +77,9 @@ def test_unseen_system_messages_never_occur_in_training(world):
     assert unseen and seen
     assert not {b["system"] for b in unseen} & train
     assert {b["system"] for b in seen} <= train
+    # The control's system messages are in the rows every condition trains on (k = 1 keeps them).
+    kept = select_system_messages(validate(world["sft.jsonl"], "sft", DataReport(), "t"), 1)
+    assert {b["system"] for b in seen} <= {e.system for e in kept}
     assert not {r["system"] for r in world["sft_heldout.jsonl"]} & train
     held = {tuple(c) for c in SMALL.held_out()}
     assert all(tuple(b["value_ids"]) in held for b in unseen)

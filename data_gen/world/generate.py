@@ -7,7 +7,8 @@ Files written to the output directory (Multifaceted Collection / Bench schemas, 
   dpo.jsonl          chosen = the reply to the row's own system message, rejected = the same instruction's
                      reply under another of its system messages (as the paper builds them)
   bench.jsonl        held-out instructions, each once with an unseen system message (held-out value
-                     combination and paraphrases) and once with a system message seen in training:
+                     combination and paraphrases) and once with a system message seen in training (one
+                     that every system_messages_per_instruction setting keeps):
                      source, preference_set, system, prompt, reference_answer, rubrics, value_ids,
                      seen_system_message, record
   world.json         the config, its hash and row counts (a rerun with the same config reuses the files)
@@ -28,8 +29,12 @@ from data_gen.world.records import Record, make_records
 from data_gen.world.replies import render_reply
 from data_gen.world.templates import system_message
 from data_gen.world.values import DESCRIPTIONS, DIMENSION_OF, WorldError, all_combinations, combination
+from janus_jax.data.pipeline import select_system_messages
+from janus_jax.data.records import validate
+from janus_jax.data.report import DataReport
 
 SOURCE = "janus-world"
+VERSION = 2  # part of the config digest: a world written by an older generator is rebuilt
 FILES = ("sft.jsonl", "sft_heldout.jsonl", "dpo.jsonl", "bench.jsonl")
 
 
@@ -63,7 +68,8 @@ class WorldConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        payload = {**self.to_dict(), "generator_version": VERSION}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def held_out(self) -> list[tuple[str, ...]]:
         """The value combinations that only the bench uses."""
@@ -138,7 +144,10 @@ def build_world(cfg: WorldConfig) -> dict[str, list[dict[str, Any]]]:
     held_list = sorted(held)
     heldout = [_row(r, system_message(c, rng, held_out=True), c)
                for r in heldout_records for c in rng.sample(held_list, min(k, len(held_list)))]
-    seen_systems = [(row["system"], tuple(row["value_ids"])) for row in sft]
+    # The control's system messages come from rows every condition trains on: the one row per instruction
+    # that the data pipeline keeps at system_messages_per_instruction=1 (it keeps it at 2 and 3 as well).
+    kept = {e.row for e in select_system_messages(validate(sft, "sft", DataReport(), "world"), 1)}
+    seen_systems = [(row["system"], tuple(row["value_ids"])) for i, row in enumerate(sft) if i in kept]
     bench = []
     for record in heldout_records:
         unseen_combo = rng.choice(held_list)
