@@ -110,6 +110,8 @@ def _grade(facts: dict[str, str], response: str, value_id: str) -> tuple[int, st
         return _style(value, text)
     if key == "length" and value == "short":
         n = _words(text)
+        if n == 0:
+            return 1, "The reply has no words."
         score = 5 if n <= SHORT_LIMIT else 3 if n <= 2 * SHORT_LIMIT else 1
         return score, f"The reply has {n} words (limit {SHORT_LIMIT})."
     if key == "length" and value == "detailed":

@@ -23,7 +23,7 @@ def _perturbations(reply: str, rng: random.Random) -> list[str]:
     lines = reply.split("\n")
     return [reply, reply[: len(reply) // 2], reply.replace("\n", " "), "\n".join(lines[:-1]),
             reply.replace("2.", "3."), reply.replace("- ", "* "), reply + "\nCaution: be careful.",
-            " ".join(reply.split()[:12]), reply.replace("(", "").replace(")", ""), ""]
+            " ".join(reply.split()[:12]), reply.replace("(", "").replace(")", ""), "", "-}"]
 
 
 def test_judge_scores_agree_with_the_independent_checker():
