@@ -35,7 +35,8 @@ def test_rows_keep_the_released_schema_and_their_value_ids(world):
     assert [p["preference"] for p in row["preference_set"]] == row["value_ids"]
     pair = world["dpo.jsonl"][0]
     assert pair["chosen"][-1]["role"] == "assistant"
-    assert pair["chosen"][-1]["content"] != pair["rejected"][-1]["content"]
+    assert all(p["chosen"][-1]["content"] != p["rejected"][-1]["content"] for p in world["dpo.jsonl"])
+    assert len(world["dpo.jsonl"]) > 2 * SMALL.train_instructions
     item = world["bench.jsonl"][0]
     assert {"source", "preference_set", "system", "prompt", "reference_answer", "rubrics"} <= set(item)
     assert all(f"[{v}]" in r["criteria"] for v, r in zip(item["value_ids"], item["rubrics"], strict=True))

@@ -34,7 +34,7 @@ from janus_jax.data.records import validate
 from janus_jax.data.report import DataReport
 
 SOURCE = "janus-world"
-VERSION = 2  # part of the config digest: a world written by an older generator is rebuilt
+VERSION = 3  # part of the config digest: a world written by an older generator is rebuilt
 FILES = ("sft.jsonl", "sft_heldout.jsonl", "dpo.jsonl", "bench.jsonl")
 
 
@@ -133,8 +133,10 @@ def build_world(cfg: WorldConfig) -> dict[str, list[dict[str, Any]]]:
         group = [_row(record, system_message(c, rng, held_out=False), c) for c in rng.sample(train_combos, k)]
         sft.extend(group)
         for i, row in enumerate(group):
-            if k > 1:
-                other = group[(i + 1) % k]
+            # Rejected: the next of the instruction's replies that differs (two combinations can give the same
+            # reply, e.g. caution vs. plain on a record without risk); none differs -> no pair for this row.
+            other = next((o for o in group[i + 1:] + group[:i] if o["output"] != row["output"]), None)
+            if other is not None:
                 dpo.append({"main_source": SOURCE, "original_source": SOURCE, "system": row["system"],
                             "prompt": row["prompt"],
                             "chosen": [{"content": row["prompt"], "role": "user"},
