@@ -66,6 +66,7 @@ def test_summary_scores_gaps_agreement_and_failures():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # two trainings and two served evals; an untrained model writes 1024 tokens a reply
 def test_repro_chain_trains_serves_judges_reports_and_resumes(tmp_path):
     settings = ReproSettings(
         out=tmp_path / "repro", world=WorldConfig(train_instructions=8, heldout_instructions=2),

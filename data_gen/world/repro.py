@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,7 +66,15 @@ def _run(command: list[str], log_path: Path) -> None:
     with log_path.open("a") as f:
         f.write(f"\n$ {' '.join(command)}\n")
         f.flush()
-        code = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+        # Its own process group: if this run is interrupted, the stage goes down with every process it started
+        # (the eval run's janus-serve too), instead of leaving them orphaned.
+        process = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            code = process.wait()
+        except BaseException:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
+            raise
     if code != 0:
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-15:])
         raise RuntimeError(f"{command[0]} exited with code {code}; see {log_path}:\n{tail}")
