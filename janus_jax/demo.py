@@ -5,8 +5,8 @@
    with system messages that never occur in training (held-out value combinations and wordings).
 2. SFT of a tiny Mistral on it; the held-out loss (unseen prompts under unseen system messages) falls.
 3. Replies to one held-out prompt under unseen system messages, each value checked by the world's checker.
-4. DPO from that checkpoint on the world's pairs (rejected = the reply to another system message): the reward
-   margin rises.
+4. DPO from that checkpoint on the world's pairs (rejected = the reply to another system message), printing
+   the reward margins and accuracies.
 Everything lands in runs/demo/; rerunning resumes or reuses finished stages.
 """
 
