@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all bench lint clean
+.PHONY: setup demo repro test test-all bench lint clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m janus_jax.demo
+
+# The paper's claim at toy scale: generic vs. 1 vs. 3 system messages per instruction (runs/repro/report.md).
+repro: $(STAMP)
+	JAX_PLATFORMS=cpu $(PY) -m data_gen.world repro --out runs/repro
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,8 +1,12 @@
-"""`make demo`: the whole Janus recipe in miniature, on the CPU, in a few minutes.
+"""`make demo`: the whole Janus recipe in miniature, on the CPU, in a few minutes, showing generalization.
 
-1. SFT of a tiny Mistral on the bundled Multifaceted-Collection-style sample (configs/sft.py:tiny).
-2. Replies to one prompt under different system messages, sampled from the result.
-3. DPO from that checkpoint on the bundled pairs (configs/dpo.py:tiny): the reward margin rises.
+1. A small synthetic preference world (data_gen/world): instructions that state their facts, system messages
+   written from checkable preference values (format, length, audience, safety), and held-out instructions
+   with system messages that never occur in training (held-out value combinations and wordings).
+2. SFT of a tiny Mistral on it; the held-out loss (unseen prompts under unseen system messages) falls.
+3. Replies to one held-out prompt under unseen system messages, each value checked by the world's checker.
+4. DPO from that checkpoint on the world's pairs (rejected = the reply to another system message), printing
+   the reward margins and accuracies.
 Everything lands in runs/demo/; rerunning resumes or reuses finished stages.
 """
 
@@ -15,27 +19,45 @@ from pathlib import Path
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 DEMO_DIR = Path("runs/demo")
+SFT_STEPS = 150
 
 
 def _banner(text: str) -> None:
     print(f"\n=== {text} " + "=" * max(0, 70 - len(text)), flush=True)
 
 
-def _training_instruction(cfg) -> tuple[str, list[str]]:
-    """A prompt the tiny model trained on, with its system messages (the held-out ones are unseen)."""
-    from janus_jax.data.pipeline import split_off_eval
-    from janus_jax.data.records import validate
-    from janus_jax.data.report import DataReport
-    from janus_jax.data.sources import load_rows
+def _world(out: Path) -> Path:
+    from data_gen.world import WorldConfig, write_world
 
-    report = DataReport()
-    rows = load_rows(cfg.data.source, cfg.data.split, report, "train")
-    train_records, _ = split_off_eval(validate(rows, "sft", report, "train"), cfg.data.eval_fraction, cfg.data.seed)
-    first = train_records[0].prompt
-    return first, [r.system for r in train_records if r.prompt == first]
+    return write_world(WorldConfig(train_instructions=400, heldout_instructions=20), out)
 
 
-def _sample_replies(workdir: Path, prompt: str, systems: list[str]) -> None:
+def _sft_config(world: Path):
+    from configs import sft
+
+    cfg = sft.get_config("tiny")
+    cfg.data.source = str(world / "sft.jsonl")
+    cfg.data.eval_fraction = 0.0
+    cfg.data.eval_source = str(world / "sft_heldout.jsonl")  # unseen instructions, unseen system messages
+    cfg.data.seq_len = 512
+    cfg.optimizer.lr = 3e-3
+    cfg.train.num_epochs = 10
+    cfg.train.max_steps = SFT_STEPS
+    cfg.train.eval_every = 25
+    return cfg
+
+
+def _unseen_examples(world: Path, n: int = 3) -> list[dict]:
+    """Rows of one held-out instruction, each under a different system message never seen in training."""
+    from janus_jax.jsonio import read_jsonl
+
+    rows = read_jsonl(world / "sft_heldout.jsonl")
+    return [r for r in rows if r["prompt"] == rows[0]["prompt"]][:n]
+
+
+def _sample_replies(workdir: Path, examples: list[dict]) -> None:
+    from data_gen.world.checker import satisfies
+    from data_gen.world.records import Record
     from janus_jax.load import load_model
     from janus_jax.prompts import render_prompt_ids
     from janus_jax.sample import Sampler, SamplingParams
@@ -44,10 +66,13 @@ def _sample_replies(workdir: Path, prompt: str, systems: list[str]) -> None:
     tok = load_tokenizer()
     model = load_model(workdir)
     sampler = Sampler(model, tok, pad_id=tok.pad_id)
-    prompts = [render_prompt_ids(tok, system, prompt) for system in systems]
-    outs = sampler.generate(prompts, SamplingParams(max_new_tokens=64, temperature=0.0))
-    for system, out in zip(systems, outs):
-        print(f"[system] {system}\n[user]   {prompt}\n[model]  {out.text.strip()!r}  ({out.finish_reason})\n")
+    prompts = [render_prompt_ids(tok, e["system"], e["prompt"]) for e in examples]
+    outs = sampler.generate(prompts, SamplingParams(max_new_tokens=96, temperature=0.0))
+    print(f"[user]   {examples[0]['prompt']!r}\n")
+    for e, out in zip(examples, outs, strict=True):
+        record = Record(**e["record"])
+        verdicts = ", ".join(f"{v} {'ok' if satisfies(v, out.text, record) else 'MISSED'}" for v in e["value_ids"])
+        print(f"[system] {e['system']}\n[model]  {out.text.strip()!r}\n[check]  {verdicts}\n")
 
 
 def _margins(workdir: Path) -> list[tuple[int, float, float]]:
@@ -60,25 +85,40 @@ def _margins(workdir: Path) -> list[tuple[int, float, float]]:
     ]
 
 
+def _eval_losses(workdir: Path) -> list[tuple[int, float]]:
+    from janus_jax.train.metrics import read_metrics
+
+    return [(r["step"], r["eval/loss"]) for r in read_metrics(workdir) if "eval/loss" in r]
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("janus_jax").setLevel(logging.INFO)
-    from configs import dpo, sft
+    from configs import dpo
     from janus_jax.train.trainer import train
 
-    sft_dir, dpo_dir = DEMO_DIR / "sft", DEMO_DIR / "dpo"
-    _banner("1/3  SFT: tiny Mistral on data/samples/sft.jsonl (configs/sft.py:tiny)")
-    sft_cfg = sft.get_config("tiny")
-    final = train(sft_cfg, sft_dir)
+    world_dir, sft_dir, dpo_dir = DEMO_DIR / "world", DEMO_DIR / "sft", DEMO_DIR / "dpo"
+    _banner("1/4  A synthetic preference world (data_gen/world) in runs/demo/world")
+    world = _world(world_dir)
+    print("training: 400 instructions x 3 system messages; held out: 20 instructions under unseen system messages")
+
+    _banner(f"2/4  SFT: tiny Mistral, {SFT_STEPS} steps (configs/sft.py:tiny on the world)")
+    final = train(_sft_config(world), sft_dir)
     nan = float("nan")
-    print(f"final train loss {final.get('loss', nan):.3f}, eval loss {final.get('eval/loss', nan):.3f}")
+    print(f"final train loss {final.get('loss', nan):.3f}, held-out loss {final.get('eval/loss', nan):.3f}")
+    print("held-out loss (unseen prompts, unseen system messages) by step: "
+          + ", ".join(f"{s}: {v:.3f}" for s, v in _eval_losses(sft_dir)))
 
-    _banner("2/3  Same prompt, different system messages (greedy)")
-    _sample_replies(sft_dir, *_training_instruction(sft_cfg))
+    _banner("3/4  A held-out prompt under system messages never seen in training (greedy)")
+    _sample_replies(sft_dir, _unseen_examples(world))
 
-    _banner("3/3  DPO from the SFT checkpoint on data/samples/dpo.jsonl (configs/dpo.py:tiny)")
+    _banner("4/4  DPO from the SFT checkpoint on the world's pairs (configs/dpo.py:tiny)")
     cfg = dpo.get_config("tiny")
     cfg.model.init_from = str(sft_dir)
+    cfg.data.source = str(world / "dpo.jsonl")
+    cfg.data.seq_len = 256
+    cfg.train.num_epochs = 1
+    cfg.train.max_steps = 30
     train(cfg, dpo_dir)
     rows = _margins(dpo_dir)
     print("step  rewards/margins  rewards/accuracies")
@@ -87,6 +127,7 @@ def main() -> None:
 
     _banner("Where things are")
     for label, path in (
+        ("World", world),
         ("SFT checkpoints", sft_dir / "checkpoints"),
         ("SFT metrics", sft_dir / "metrics.jsonl"),
         ("SFT loss curve", sft_dir / "loss.png"),
@@ -96,6 +137,7 @@ def main() -> None:
     ):
         print(f"{label:16s} {path.absolute()}")
     print("\nExport to Hugging Face format: janus-export --checkpoint=runs/demo/sft --out=runs/demo/hf")
+    print("The full experiment (generic vs. 1 vs. 3 system messages, judged): make repro")
 
 
 if __name__ == "__main__":

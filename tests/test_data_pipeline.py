@@ -240,3 +240,46 @@ def test_check_data_command(capsys):
     out = capsys.readouterr().out
     assert '"format": "rm"' in out and "--- first chosen ---" in out
     assert "[/INST]⟦" in out and "</s>⟧" in out
+
+
+def test_hold_out_is_drawn_before_subsampling_so_every_k_and_policy_shares_it(tok):
+    held = []
+    for overrides in ({"system_messages_per_instruction": k} for k in (1, 2, 3)):
+        b = build(tok, config(eval_fraction=0.2, **overrides))
+        held.append(sorted(b.eval.store.rows.tolist()))
+    b = build(tok, config(eval_fraction=0.2, system_messages_per_instruction=1, system_message_policy="generic"))
+    held.append(sorted(b.eval.store.rows.tolist()))
+    assert all(h == held[0] for h in held)
+    eval_prompts = {SFT_ROWS[i]["prompt"] for i in held[0]}
+    # Held-out instructions keep all their system messages, whatever k the training rows use.
+    assert len(held[0]) == sum(r["prompt"] in eval_prompts for r in SFT_ROWS)
+
+
+def test_system_message_policy_changes_training_rows_only(tok):
+    from janus_jax.data.pipeline import apply_system_message_policy
+    from janus_jax.data.records import validate
+    from janus_jax.data.report import DataReport
+
+    records = validate(SFT_ROWS, "sft", DataReport(), "train")
+    generic = apply_system_message_policy(records, "generic", "You are a helpful assistant.")
+    assert {r.system for r in generic} == {"You are a helpful assistant."}
+    assert [r.response for r in generic] == [r.response for r in records]
+    none = apply_system_message_policy(records, "none", "")
+    assert [r.prompt_text for r in none] == [f"[INST] {r.prompt.strip()} [/INST]" for r in records]
+    b = build(tok, config(eval_fraction=0.2, system_message_policy="generic"))
+    eval_systems = {SFT_ROWS[i]["system"] for i in b.eval.store.rows.tolist()}
+    assert len(eval_systems) > 1  # held-out rows keep their own system messages
+    pairs = validate([json.loads(line) for line in (SAMPLES / "dpo.jsonl").read_text().splitlines()], "dpo",
+                     DataReport(), "train")
+    none_pairs = apply_system_message_policy(pairs, "none", "")
+    assert none_pairs and all(p.prompt_text == f"[INST] {p.prompt.strip()} [/INST]" for p in none_pairs)
+
+
+def test_bad_system_message_policies_are_errors(tok, tmp_path):
+    with pytest.raises(ValueError, match="system_message_policy must be one of"):
+        build(tok, config(system_message_policy="random"))
+    with pytest.raises(ValueError, match="needs a non-empty data.generic_system_message"):
+        build(tok, config(system_message_policy="generic", generic_system_message=" "))
+    rm = write_jsonl(tmp_path / "rm.jsonl", [{"input": "s\np", "chosen": "a", "rejected": "b"}])
+    with pytest.raises(ValueError, match="row 0: RM-schema rows .* cannot be replaced"):
+        build(tok, config(rm, packing=False, system_message_policy="none"))

@@ -23,8 +23,14 @@ def default_data_config() -> ml_collections.ConfigDict:
         RM-schema rows have no separate prompt field and are grouped by their `input`.
       eval_source / eval_split: a separate eval set instead of eval_fraction ("" = none / same as `split`).
       seed: seeds the per-epoch shuffle and the eval hold-out.
-      system_messages_per_instruction: 1, 2 or 3: keep that many of the system messages of each instruction
-        (rows sharing a `prompt`), the paper's ablation; which ones is fixed by a hash of the system message.
+      system_messages_per_instruction: 1, 2 or 3: keep that many of the system messages of each training
+        instruction (rows sharing a `prompt`), the paper's ablation; which ones is fixed by a hash of the system
+        message. SFT data only. Applied after the eval hold-out is drawn, so every k is scored on the same
+        held-out instructions, which keep all their system messages.
+      system_message_policy: what training rows carry as system message: "as_is" (their own), "generic" (every
+        row gets `generic_system_message`: the paper's one-generic-system-message baseline) or "none" (empty:
+        the bare prompt). Training rows only; held-out rows keep their own, so eval loss stays comparable.
+      generic_system_message: the text of the "generic" policy.
       tokenizer: "" = the Mistral v1 SentencePiece model bundled with mistral-common; or a .model file or
         a Hugging Face tokenizer directory.
     """
@@ -41,5 +47,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.eval_split = ""
     c.seed = 0
     c.system_messages_per_instruction = 3
+    c.system_message_policy = "as_is"
+    c.generic_system_message = "You are a helpful assistant."
     c.tokenizer = ""
     return c

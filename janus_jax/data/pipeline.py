@@ -22,7 +22,14 @@ import ml_collections
 import numpy as np
 
 from janus_jax.data.packing import EpochPlan, build_rows, plan_epoch
-from janus_jax.data.records import Example, Pair, detect_format, validate
+from janus_jax.data.records import (
+    SYSTEM_MESSAGE_POLICIES,
+    Example,
+    Pair,
+    detect_format,
+    validate,
+    with_system_message,
+)
 from janus_jax.data.report import DataReport
 from janus_jax.data.sources import load_rows
 from janus_jax.data.tokenized import TokenizedExamples, tokenize_examples, tokenize_pairs
@@ -175,6 +182,19 @@ def select_system_messages(examples: list[Example], k: int) -> list[Example]:
     return [e for e in examples if e.row in keep]
 
 
+def apply_system_message_policy(records: list[Example] | list[Pair], policy: str,
+                                generic_text: str) -> list[Example] | list[Pair]:
+    """Records carrying the system message `policy` asks for (see `data.system_message_policy`)."""
+    if policy not in SYSTEM_MESSAGE_POLICIES:
+        raise ValueError(f"data.system_message_policy must be one of {SYSTEM_MESSAGE_POLICIES}, got {policy!r}")
+    if policy == "as_is":
+        return records
+    if policy == "generic" and not generic_text.strip():
+        raise ValueError("data.system_message_policy='generic' needs a non-empty data.generic_system_message")
+    text = generic_text if policy == "generic" else ""
+    return [with_system_message(r, text) for r in records]
+
+
 def split_off_eval(records: list[Example] | list[Pair], fraction: float, seed: int) -> tuple[list, list]:
     """(train, eval) by instruction, so no eval prompt is seen in training; eval gets at least one instruction."""
     if not 0.0 <= fraction < 1.0:
@@ -222,12 +242,15 @@ def build_data(cfg: ml_collections.ConfigDict, *, global_batch_size: int, num_ep
     if kind == "pairs" and cfg.packing:
         raise ValueError(f"data.packing applies to SFT data only; set data.packing=False for {fmt!r} data")
 
+    # The hold-out is drawn from all instructions first: every subsampling and policy below changes the
+    # training rows only, so runs that differ in them are scored on the same held-out rows.
+    if not cfg.eval_source:
+        records, eval_records = split_off_eval(records, cfg.eval_fraction, cfg.seed)
     if kind == "sft":
         before = len(records)
         records = select_system_messages(records, cfg.system_messages_per_instruction)
         report.not_selected = before - len(records)
-    if not cfg.eval_source:
-        records, eval_records = split_off_eval(records, cfg.eval_fraction, cfg.seed)
+    records = apply_system_message_policy(records, cfg.system_message_policy, cfg.generic_system_message)
 
     common = dict(seq_len=cfg.seq_len, global_batch_size=global_batch_size, seed=cfg.seed, pad_id=tok.pad_id,
                   process_index=process_index, process_count=process_count)

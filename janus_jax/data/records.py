@@ -10,7 +10,7 @@ Only the fields training needs are checked. A bad row is reported with its index
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from janus_jax.data.report import (
     CHOSEN_EQUALS_REJECTED,
@@ -133,6 +133,19 @@ def _pair(row: dict, index: int, fmt: str) -> Pair:
     if chosen == rejected:
         raise _Bad(CHOSEN_EQUALS_REJECTED, "chosen and rejected responses are identical")
     return Pair(index, instruction, text, chosen, rejected, system, prompt)
+
+
+SYSTEM_MESSAGE_POLICIES = ("as_is", "generic", "none")
+
+
+def with_system_message(record: Example | Pair, system: str) -> Example | Pair:
+    """The record with its system message replaced (the prompt text of a pair is rendered again)."""
+    if isinstance(record, Example):
+        return replace(record, system=system)
+    if record.prompt is None:
+        raise ValueError(f"row {record.row}: RM-schema rows join system and prompt in `input`, so their system "
+                         "message cannot be replaced; use data.system_message_policy='as_is'")
+    return replace(record, system=system, prompt_text=prompt_text(system, record.prompt))
 
 
 def validate(rows: list[dict | None], fmt: str, report: DataReport, split: str) -> list[Example] | list[Pair]:
