@@ -222,9 +222,9 @@ def test_bad_pairs_are_reported_by_row_and_counted(tmp_path, tokenizer, caplog, 
     assert report["issues"] == {"chosen_equals_rejected": 1, "empty_field": 1, "over_length_dropped": 1}
     assert report["dropped"] == 3 and report["examples"]["train"] == 4 and report["rows_read"]["train"] == 7
     logged = caplog.text
-    assert "train row 2: chosen_equals_rejected" in logged
-    assert "train row 3: empty_field" in logged
-    assert "train row 4: over_length_dropped" in logged
+    assert f"{fmt}.jsonl line 3 (train row 2: chosen_equals_rejected" in logged
+    assert f"{fmt}.jsonl line 4 (train row 3: empty_field" in logged
+    assert f"{fmt}.jsonl line 5 (train row 4: over_length_dropped" in logged
 
 
 def test_orpo_lowers_the_nll_and_the_odds_ratio_loss(tmp_path, tokenizer):

@@ -46,8 +46,16 @@ class DataReport:
     tokens: dict[str, int] = field(default_factory=dict)  # real (non-pad) input tokens per split
     instructions: dict[str, int] = field(default_factory=dict)
 
+    # (split, row) -> where the row is in its file ("sft.jsonl line 7"), for files read line by line
+    locations: dict[tuple[str, int], str] = field(default_factory=dict)
+
     def add(self, split: str, row: int, kind: str, detail: str) -> None:
         self.issues.append(Issue(split, row, kind, detail))
+
+    def describe(self, issue: Issue) -> str:
+        """The issue with the row's place in its file, so that a user can open the file at that line."""
+        where = self.locations.get((issue.split, issue.row))
+        return f"{where} ({issue})" if where else str(issue)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -88,7 +96,7 @@ class DataReport:
     def log(self, logger: logging.Logger = log) -> None:
         logger.info("%s", self.summary())
         for issue in self.issues[:MAX_LOGGED_ISSUES]:
-            logger.warning("%s", issue)
+            logger.warning("%s", self.describe(issue))
         if len(self.issues) > MAX_LOGGED_ISSUES:
             logger.warning("... and %d more row issues (DataReport.issues lists all)",
                            len(self.issues) - MAX_LOGGED_ISSUES)

@@ -82,6 +82,7 @@ def _read_jsonl(path: Path, report: DataReport, report_split: str, first_row: in
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
+            report.locations[(report_split, row)] = f"{path.name} line {line_no}"
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
