@@ -165,16 +165,11 @@ def judge(
 
 
 def first_token_top_logprobs(result: ChatResult) -> dict[str, float] | None:
-    """``{token: logprob}`` of the first reply token's most likely alternatives, when the client returned them.
-
-    The contract with the LLM client: ``ChatResult.top_logprobs`` is None, or per choice a list (one entry
-    per generated token) of ``{token: logprob}`` dicts holding that position's top alternatives, as
-    requested with the ``logprobs=True, top_logprobs=k`` chat options.
-    """
-    per_choice = getattr(result, "top_logprobs", None)
-    if not per_choice or not per_choice[0]:
+    """``{token: logprob}`` of the first reply token's most likely alternatives, when the call asked for them
+    (the ``logprobs=True, top_logprobs=k`` chat options) and the reply has a first token."""
+    if not result.ok or result.logprobs is None:
         return None
-    return {str(token): float(lp) for token, lp in per_choice[0][0].items()}
+    return result.top_logprobs(position=0, choice=0) or None
 
 
 def rescore_rows(

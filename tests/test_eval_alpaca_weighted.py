@@ -17,7 +17,6 @@ from scripted_openai_server import Call, Reply, ScriptedOpenAIServer  # noqa: E4
 from eval.benches.alpaca_eval import (  # noqa: E402
     BENCHMARK,
     LC_ASSETS,
-    client_returns_logprobs,
     is_switched,
     item_snapshots,
     load_alpaca_eval,
@@ -103,16 +102,18 @@ def test_without_the_files_lc_is_minimal_and_the_report_says_why(monkeypatch, tm
 
 
 def test_the_client_field_the_engine_reads():
-    """ChatResult.top_logprobs: per choice, per generated token, {token: logprob}; the first token's is kept."""
-    from types import SimpleNamespace
+    """ChatResult.logprobs in OpenAI's layout; the first token's top alternatives are kept."""
+    from janus_jax.llm import ChatResult
 
-    result = SimpleNamespace(top_logprobs=[[{"M": -0.1, "m": -2.4}, {"x": -1.0}], [{"m": -0.2}]])
+    def token(tok, top):
+        return {"token": tok, "logprob": top[tok], "bytes": None,
+                "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top.items()]}
+
+    result = ChatResult(texts=["Mx"], logprobs=[[token("M", {"M": -0.1, "m": -2.4}), token("x", {"x": -1.0})]])
     assert first_token_top_logprobs(result) == {"M": -0.1, "m": -2.4}
-    assert first_token_top_logprobs(SimpleNamespace(top_logprobs=None)) is None
-    assert first_token_top_logprobs(SimpleNamespace()) is None  # a client without the field
+    assert first_token_top_logprobs(ChatResult(texts=["M"])) is None  # the call did not ask for them
 
 
-@pytest.mark.skipif(not client_returns_logprobs(), reason="janus_jax.llm does not return log-probabilities yet")
 def test_weighted_preferences_over_real_http(tmp_path):
     """The judge's log-probabilities travel over HTTP from a local server into the weighted preferences."""
     items = load_alpaca_eval().items[:12]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from functools import lru_cache
 from typing import Any
 
 from eval import DATA_DIR
@@ -40,24 +39,9 @@ ANNOTATORS = {
 }
 
 
-@lru_cache(maxsize=1)
-def client_returns_logprobs() -> bool:
-    """Whether the LLM client accepts ``logprobs`` / ``top_logprobs`` and returns ``ChatResult.top_logprobs``."""
-    import dataclasses
-    import inspect
-
-    from janus_jax.llm import ChatResult, LLMClient
-
-    accepts = "top_logprobs" in inspect.signature(LLMClient.chat).parameters
-    returns = any(f.name == "top_logprobs" for f in dataclasses.fields(ChatResult))
-    return accepts and returns
-
-
 def judge_sampling() -> dict[str, Any]:
-    options = dict(ALPACA_JUDGE_SAMPLING)
-    if client_returns_logprobs():
-        options.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
-    return options
+    """The judge's sampling, asking for the first token's top log-probabilities (the weighted annotator)."""
+    return {**ALPACA_JUDGE_SAMPLING, "logprobs": True, "top_logprobs": TOP_LOGPROBS}
 
 
 def lc_setup(settings: RunSettings) -> tuple[str, LcAssets | None, str | None]:
