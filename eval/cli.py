@@ -40,6 +40,8 @@ def _add_common_run_args(p: argparse.ArgumentParser, bench: Benchmark) -> None:
     p.add_argument("--open-model", action="store_true",
                    help="the --base-url server accepts repetition_penalty (vLLM, janus-serve); implied by --checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the calls and estimated cost; call nothing")
+    p.add_argument("--max-new-tokens", type=int, metavar="N",
+                   help="cap the evaluated model's replies at N tokens (a smoke run: not the paper's protocol)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -66,6 +68,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     name = args.model or Path(args.checkpoint).resolve().name
     settings = RunSettings(
         seed=args.seed, rounds=args.rounds, level=args.level, open_model=bool(args.checkpoint or args.open_model),
+        max_new_tokens=args.max_new_tokens,
         options={option.dest: getattr(args, option.dest) for option in bench.options},
     )
     model = ModelSpec(name, base_url=args.base_url, checkpoint=args.checkpoint, responses_file=args.responses,

@@ -190,6 +190,7 @@ def test_the_papers_chain_from_the_hub_id_to_a_judged_report(tmp_path, local_hub
         eval_env = {**env, "JANUS_SERVE_API_KEY": SERVE_KEY}
         eval_ckpt = Stage("eval_checkpoint", [
             "-m", "eval", "run", "multifaceted", "--checkpoint", str(runs / "dpo_model"), "--judge", "judge",
+            "--max-new-tokens", "24",
             "--judge-base-url", server.base_url, "--out", str(runs / "eval_checkpoint"), "--limit", "2",
             "--runs", "1", "--rounds", "50", "--quiet"], eval_env, logs)
         times["dpo_precomputed"] = dpo_pre.wait()

@@ -66,6 +66,7 @@ class RunSettings:
     rounds: int = DEFAULT_ROUNDS
     level: float = DEFAULT_LEVEL
     open_model: bool = False  # the evaluated model is served by vLLM / janus-serve (repetition penalty)
+    max_new_tokens: int | None = None  # caps the evaluated model's replies (smoke runs); None = the protocol's
     options: dict[str, Any] = field(default_factory=dict)  # the benchmark's own options, by Option.dest
 
     def get(self, option: Option) -> Any:
@@ -73,6 +74,8 @@ class RunSettings:
 
     def janus_sampling(self) -> dict[str, Any]:
         options = dict(JANUS_SAMPLING)
+        if self.max_new_tokens:
+            options["max_tokens"] = min(options["max_tokens"], self.max_new_tokens)
         if self.open_model:
             options["extra_body"] = {"repetition_penalty": JANUS_REPETITION_PENALTY}
         return options
