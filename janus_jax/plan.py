@@ -23,6 +23,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -208,8 +209,6 @@ def plan_here(
 ) -> dict[str, Any]:
     """Compile the step for `mesh_shape`: on this process's CPU devices, or for the TPU slice `tpu` with
     the TPU compiler. Per-device bytes from the compiler's buffer assignment."""
-    import tempfile
-
     from janus_jax.model.attention import resolve_impl
     from janus_jax.sharding import make_mesh
 
