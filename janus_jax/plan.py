@@ -375,7 +375,9 @@ def plan_notes(rows: list[dict[str, Any]]) -> list[str]:
                 f"{r['target']} ({r['topology']}, {r['compiled_for']}): TPU-compiled, {r['code_bytes'] / GIB:.2f} GiB "
                 f"of it program code; model FLOPs {roof['model_flops'] / 1e12:.1f} TFLOP/device/step (the "
                 f"compiler's cost analysis counts loop bodies once: {r['compiler_flops'] / 1e12:.2f}); roofline "
-                f"{roof['step_seconds']:.2f} s/step, {roof['bound']}-bound, collectives not modelled"
+                f"{roof['step_seconds']:.2f} s/step, {roof['bound']}-bound (compute alone: "
+                f"{roof['compute_seconds']:.2f} s; HBM traffic {roof['hbm_traffic_bytes'] / 1e12:.1f} TB estimated "
+                "from the compiler's bytes per FLOP); collectives not modelled"
             )
             if r["attention_impl"] == "splash":
                 notes.append(

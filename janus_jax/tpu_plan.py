@@ -206,8 +206,9 @@ def roofline(model_flops: float, compiler: dict[str, float], chip: TpuChip) -> d
 
     The compiler's cost analysis counts a loop body once (the scan over layers, the micro-batch scan),
     so its FLOPs are far below the step's; `model_flops` (6·N per token plus attention) replaces them,
-    and HBM traffic is the compiler's bytes per FLOP times those FLOPs. Collectives and their overlap
-    are not modelled: the time is a lower bound, the MFU an upper bound.
+    and HBM traffic is the compiler's bytes per FLOP times those FLOPs. That ratio leans high: splash
+    kernels report the bytes they move but not their FLOPs, and the optimizer update outside the loops is
+    scaled with the loop bodies. Collectives and their overlap are not modelled.
     """
     compute_s = model_flops / chip.peak_bf16_flops
     traffic = model_flops * compiler["bytes_accessed"] / compiler["flops"] if compiler["flops"] else 0.0
