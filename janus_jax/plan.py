@@ -262,7 +262,8 @@ def plan_here(
     if tpu is not None:
         cost = tpu_plan.compiler_cost(compiled)
         result["compiler_flops"] = cost["flops"]
-        result["roofline"] = tpu_plan.roofline(model_flops_per_step(cfg) / mesh.size, cost, tpu.chip)
+        once = stats.argument_size_in_bytes + stats.output_size_in_bytes
+        result["roofline"] = tpu_plan.roofline(model_flops_per_step(cfg) / mesh.size, cost, once, tpu.chip)
         result["make_mesh_refusal"] = tpu_plan.make_mesh_refusal(devices, mesh_shape)
     return result
 
@@ -376,8 +377,8 @@ def plan_notes(rows: list[dict[str, Any]]) -> list[str]:
                 f"of it program code; model FLOPs {roof['model_flops'] / 1e12:.1f} TFLOP/device/step (the "
                 f"compiler's cost analysis counts loop bodies once: {r['compiler_flops'] / 1e12:.2f}); roofline "
                 f"{roof['step_seconds']:.2f} s/step, {roof['bound']}-bound (compute alone: "
-                f"{roof['compute_seconds']:.2f} s; HBM traffic {roof['hbm_traffic_bytes'] / 1e12:.1f} TB estimated "
-                "from the compiler's bytes per FLOP); collectives not modelled"
+                f"{roof['compute_seconds']:.2f} s; HBM traffic {roof['hbm_traffic_bytes'] / 1e12:.1f} TB: the state "
+                "once, the loop bodies' bytes scaled as their FLOPs); collectives not modelled"
             )
             if r["attention_impl"] == "splash":
                 notes.append(

@@ -201,21 +201,24 @@ def compiler_cost(compiled) -> dict[str, float]:
     return {"flops": float(cost.get("flops", 0.0)), "bytes_accessed": float(cost.get("bytes accessed", 0.0))}
 
 
-def roofline(model_flops: float, compiler: dict[str, float], chip: TpuChip) -> dict[str, float]:
+def roofline(model_flops: float, compiler: dict[str, float], once_bytes: float, chip: TpuChip) -> dict[str, float]:
     """Step time and MFU per device from the chip's peak FLOP/s and HBM bandwidth.
 
     The compiler's cost analysis counts a loop body once (the scan over layers, the micro-batch scan),
-    so its FLOPs are far below the step's; `model_flops` (6·N per token plus attention) replaces them,
-    and HBM traffic is the compiler's bytes per FLOP times those FLOPs. That ratio leans high: splash
-    kernels report the bytes they move but not their FLOPs, and the optimizer update outside the loops is
-    scaled with the loop bodies. Collectives and their overlap are not modelled.
+    so its FLOPs are far below the step's; `model_flops` (6·N per token plus attention) replaces them.
+    HBM traffic: `once_bytes` (the step's arguments and outputs: state and batch, touched about once,
+    by the optimizer update outside the loops) plus the rest of the compiler's bytes scaled as its FLOPs
+    are. Splash kernels report the bytes they move but not their FLOPs, so the traffic still leans high;
+    collectives and their overlap are not modelled.
     """
     compute_s = model_flops / chip.peak_bf16_flops
-    traffic = model_flops * compiler["bytes_accessed"] / compiler["flops"] if compiler["flops"] else 0.0
+    scale = model_flops / compiler["flops"] if compiler["flops"] else 0.0
+    traffic = once_bytes + max(compiler["bytes_accessed"] - once_bytes, 0.0) * scale
     memory_s = traffic / chip.hbm_bytes_per_s
     step_s = max(compute_s, memory_s)
     return {
         "model_flops": model_flops,
+        "compiler_bytes_accessed": compiler["bytes_accessed"],
         "hbm_traffic_bytes": traffic,
         "compute_seconds": compute_s,
         "memory_seconds": memory_s,
