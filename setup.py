@@ -34,7 +34,9 @@ setup(
     install_requires=CORE,
     extras_require={
         # torch is only the HF reference in tests; 2.13.0 is the CPU build that installs offline here.
-        "test": ["torch==2.13.0", "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
+        # jax[tpu] adds libtpu (a 213 MB wheel, as large as torch's): the TPU compiler, which janus-plan and
+        # its tests run on CPU-only machines to plan TPU slices. JAX itself stays on CPU (JAX_PLATFORMS=cpu).
+        "test": ["torch==2.13.0", "jax[tpu]==0.10.2", "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
         "tpu": ["jax[tpu]==0.10.2"],
         "gpu": ["jax[cuda12]==0.10.2"],
     },

@@ -18,7 +18,7 @@ def base_config(objective: str) -> ml_collections.ConfigDict:
     c.model.param_dtype = "float32"  # master weights and optimizer state
     c.model.scan_layers = True
     c.model.remat = "none"  # none | minimal | save_qkv | full
-    c.model.attention_impl = "auto"  # auto (cuDNN on GPU, XLA elsewhere) | xla | cudnn
+    c.model.attention_impl = "auto"  # auto (cuDNN on GPU, splash on TPU, XLA elsewhere) | xla | cudnn | splash
 
     c.data = default_data_config()
 

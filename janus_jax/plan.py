@@ -1,15 +1,17 @@
 """`janus-plan`: will a training job fit in device memory? Ask the compiler before queuing.
 
 The run's train step is compiled ahead of time on abstract inputs (no weights are loaded or
-allocated) for the mesh of each target, and XLA's buffer assignment gives the per-device bytes.
-A CPU process has as many devices as `--xla_force_host_platform_device_count` said at start-up, so
-each target is planned in its own subprocess with that flag.
+allocated) for the mesh of each target. TPU targets are compiled by the TPU compiler itself (libtpu
+compiles for any slice from a CPU-only machine, janus_jax.tpu_plan): its buffer assignment, its cost
+analysis and a roofline from the chip's peak numbers. GPU targets are compiled for as many fake CPU
+devices (`--xla_force_host_platform_device_count`, set at start-up, so each target is planned in its
+own subprocess): the same SPMD program, an estimate of the GPU's bytes.
 
     janus-plan --config=configs/sft.py:janus_7b --targets=8xH100,v4-32,v5e-64
 
 Target names follow the cloud conventions: TPU v4 and v5p names count TensorCores (2 per chip,
-one JAX device per chip), v5e and v6e names count chips; `8xH100` is 8 GPUs. A target may pin its
-mesh as `NAME:DATAxFSDPxTENSOR` (for example `v5e-64:1x16x4`).
+one JAX device per chip), v5e and v6e names count chips, `v5e:4x8` names a chip topology; `8xH100`
+is 8 GPUs. A target may pin its mesh as `NAME:DATAxFSDPxTENSOR` (for example `v5e-64:1x16x4`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -28,15 +31,10 @@ import jax
 import jax.numpy as jnp
 from ml_collections import ConfigDict
 
-GIB = 1024**3
+from janus_jax import tpu_plan
 
-# name -> (memory per JAX device in GiB, how many chips one unit of the name's number stands for)
-TPU_KINDS: dict[str, tuple[float, float]] = {
-    "v4": (32, 0.5),  # v4-32 = 32 TensorCores = 16 chips of 32 GiB HBM
-    "v5p": (95, 0.5),  # v5p-128 = 64 chips of 95 GiB
-    "v5e": (16, 1),  # v5e-64 = 64 chips of 16 GiB
-    "v6e": (32, 1),  # v6e-64 = 64 chips of 32 GiB
-}
+GIB = tpu_plan.GIB
+
 GPU_KINDS: dict[str, float] = {"H100": 80, "A100": 80, "H200": 141}
 
 
@@ -48,34 +46,39 @@ class Target:
     num_devices: int
     memory_bytes: int
     mesh_shape: tuple[int, int, int] | None = None
+    tpu: tpu_plan.TpuSlice | None = None  # compiled by the TPU compiler; None: CPU-compiled estimate
+
+
+def _parse_mesh(text: str, mesh_text: str) -> tuple[int, int, int]:
+    try:
+        mesh = tuple(int(x) for x in mesh_text.lower().split("x"))
+    except ValueError:
+        mesh = ()
+    if len(mesh) != 3 or min(mesh) < 1:
+        raise ValueError(f"target {text!r}: the mesh after ':' must be three positive sizes DATAxFSDPxTENSOR")
+    return mesh
 
 
 def parse_target(text: str) -> Target:
-    """`v4-32`, `v5e-64`, `8xH100`, each optionally followed by `:DATAxFSDPxTENSOR`."""
-    name, _, mesh_text = text.strip().partition(":")
-    mesh = None
-    if mesh_text:
-        try:
-            mesh = tuple(int(x) for x in mesh_text.lower().split("x"))
-        except ValueError:
-            mesh = ()
-        if len(mesh) != 3 or min(mesh) < 1:
-            raise ValueError(f"target {text!r}: the mesh after ':' must be three positive sizes DATAxFSDPxTENSOR")
+    """`v4-32`, `v5e-64`, `v5e:4x8` (a TPU topology), `8xH100`, each optionally followed by `:DATAxFSDPxTENSOR`."""
+    text = text.strip()
+    topology = re.fullmatch(r"(v\d+[a-z]?:\d+(?:x\d+)+)(?::(.*))?", text)
+    name, _, mesh_text = (topology.group(1), "", topology.group(2) or "") if topology else text.partition(":")
+    mesh = _parse_mesh(text, mesh_text) if mesh_text else None
     gpu = re.fullmatch(r"(\d+)x([A-Za-z]\d+)", name)
-    tpu = re.fullmatch(r"(v\d+[a-z]?)-(\d+)", name)
     if gpu and gpu.group(2).upper() in GPU_KINDS:
-        count, gib = int(gpu.group(1)), GPU_KINDS[gpu.group(2).upper()]
-    elif tpu and tpu.group(1) in TPU_KINDS:
-        gib, chips_per_unit = TPU_KINDS[tpu.group(1)]
-        count = int(int(tpu.group(2)) * chips_per_unit)
+        count, memory, tpu = int(gpu.group(1)), int(GPU_KINDS[gpu.group(2).upper()] * GIB), None
+    elif re.match(r"v\d", name):
+        tpu = tpu_plan.parse_slice(name)
+        count, memory = tpu.num_chips, int(tpu.chip.hbm_gib * GIB)
     else:
-        known = [f"{k}-N" for k in TPU_KINDS] + [f"Nx{k}" for k in GPU_KINDS]
-        raise ValueError(f"unknown target {name!r}; expected one of {', '.join(known)}")
+        known = ", ".join(f"Nx{k}" for k in GPU_KINDS)
+        raise ValueError(f"unknown target {name!r}; expected {known}, or a TPU slice: {tpu_plan.known_slices()}")
     if count < 1:
         raise ValueError(f"target {name!r} has no devices")
     if mesh is not None and math.prod(mesh) != count:
         raise ValueError(f"target {text!r}: mesh {mesh} has {math.prod(mesh)} devices, {name} has {count}")
-    return Target(name, count, int(gib * GIB), mesh)
+    return Target(name, count, memory, mesh, tpu)
 
 
 def choose_mesh(cfg: ConfigDict, num_devices: int) -> tuple[int, int, int]:
@@ -91,13 +94,6 @@ def choose_mesh(cfg: ConfigDict, num_devices: int) -> tuple[int, int, int]:
     new_data = math.gcd(data, batch_devices)
     new_fsdp = batch_devices // new_data
     return new_data, new_fsdp, num_devices // (new_data * new_fsdp)
-
-
-def build_train_step(cfg: ConfigDict, mesh, total_steps: int = 1000):
-    """The trainer's own construction (`janus_jax.train.run.build_run`), on abstract values only."""
-    from janus_jax.train.run import build_run
-
-    return build_run(cfg, mesh=mesh, with_data=False, total_steps=total_steps)
 
 
 def _bytes_per_device(shapes, shardings) -> int:
@@ -123,25 +119,46 @@ def attention_scores_bytes(run) -> int:
     return math.ceil(rows / (data * fsdp)) * math.ceil(heads / tensor) * block * seq * 4
 
 
-def lower_abstract(run, cfg: ConfigDict | None = None) -> jax.stages.Lowered:
-    """The step lowered on abstract state, batch and reference (no array is allocated)."""
-    del cfg  # the run carries its config
-    return run.lower()
+def model_flops_per_step(cfg: ConfigDict) -> float:
+    """Analytic FLOPs of one optimizer step over the whole batch: 6·N per token plus attention
+    (janus_jax.train.metrics), both sides of a pair, and the forward pass of a frozen reference."""
+    from janus_jax.train.data_setup import PAIR_OBJECTIVES
+    from janus_jax.train.metrics import train_flops_per_token
+    from janus_jax.train.trainer import model_config
+
+    seq = int(cfg.data.seq_len)
+    tokens = int(cfg.train.global_batch_size) * seq * (2 if cfg.objective in PAIR_OBJECTIVES else 1)
+    per_token = train_flops_per_token(model_config(cfg), seq, 0.0 if cfg.objective == "rm" else 1.0)
+    if cfg.objective == "dpo" and cfg.dpo.reference == "model":
+        per_token *= 4 / 3  # + a forward pass (2 of the 6) through the reference
+    return per_token * tokens
 
 
-def plan_here(cfg: ConfigDict, mesh_shape: tuple[int, int, int]) -> dict[str, Any]:
-    """Compile the step for `mesh_shape` on this process's devices; per-device bytes from XLA."""
+def plan_here(
+    cfg: ConfigDict, mesh_shape: tuple[int, int, int], tpu: tpu_plan.TpuSlice | None = None
+) -> dict[str, Any]:
+    """Compile the step for `mesh_shape`: on this process's CPU devices, or for the TPU slice `tpu` with
+    the TPU compiler. Per-device bytes from the compiler's buffer assignment."""
+    from janus_jax.model.attention import resolve_impl
     from janus_jax.sharding import make_mesh
+    from janus_jax.train.run import build_run
 
     cfg = ConfigDict(cfg.to_dict())
-    # Fused kernels (cuDNN) do not compile for CPU devices: plan the XLA attention path, and report
-    # its [rows, heads, T, T] score buffer so that GPU users can see what flash attention saves.
-    cfg.model.attention_impl = "xla"
-    mesh = make_mesh(mesh_shape)
-    run = build_train_step(cfg, mesh)
-    start = time.perf_counter()
-    compiled = lower_abstract(run, cfg).compile()
-    compile_s = time.perf_counter() - start
+    if tpu is None:
+        # Fused GPU kernels (cuDNN) do not compile for CPU devices: plan the XLA attention path, and report
+        # its [rows, heads, T, T] score buffer so that GPU users can see what flash attention saves.
+        cfg.model.attention_impl = "xla"
+        mesh = make_mesh(mesh_shape)
+    else:
+        cfg.model.attention_impl = resolve_impl(cfg.model.attention_impl, "tpu")
+        devices = tpu_plan.compile_only_devices(tpu)
+        mesh = tpu_plan.tpu_mesh(devices, mesh_shape)
+    run = build_run(cfg, mesh=mesh, with_data=False)  # the trainer's own construction, abstract values only
+    with tempfile.TemporaryDirectory(prefix="janus-plan-") as dump:
+        start = time.perf_counter()
+        compiled = run.lower().compile(compiler_options={"xla_dump_to": dump})
+        compile_s = time.perf_counter() - start
+        buffers = tpu_plan.largest_buffers(dump)
     stats = compiled.memory_analysis()
     if stats is None:
         raise RuntimeError(f"the {jax.default_backend()} backend reports no memory analysis for compiled programs")
@@ -152,8 +169,11 @@ def plan_here(cfg: ConfigDict, mesh_shape: tuple[int, int, int]) -> dict[str, An
     batch_bytes = sum(math.prod(s.sharding.shard_shape(s.shape)) * jnp.dtype(s.dtype).itemsize for s in batch.values())
     peak = stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
     peak += stats.temp_size_in_bytes
-    return {
+    code = int(stats.generated_code_size_in_bytes) if tpu is not None else 0  # a TPU program lives in HBM
+    result = {
         "mesh": dict(zip(("data", "fsdp", "tensor"), mesh_shape)),
+        "compiled_for": mesh.devices.flat[0].device_kind if tpu is not None else "CPU (estimate)",
+        "attention_impl": cfg.model.attention_impl,
         "num_params": run.num_params,
         "state_bytes": state_bytes,
         "reference_bytes": ref_bytes,
@@ -162,19 +182,29 @@ def plan_here(cfg: ConfigDict, mesh_shape: tuple[int, int, int]) -> dict[str, An
         "argument_bytes": int(stats.argument_size_in_bytes),
         "output_bytes": int(stats.output_size_in_bytes),
         "alias_bytes": int(stats.alias_size_in_bytes),
-        "total_bytes": int(peak),
+        "code_bytes": code,
+        "total_bytes": int(peak) + code,
+        "largest_buffers": buffers,
         "attention_scores_bytes": attention_scores_bytes(run),
         "compile_seconds": round(compile_s, 1),
     }
+    if tpu is not None:
+        cost = tpu_plan.compiler_cost(compiled)
+        result["compiler_flops"] = cost["flops"]
+        once = stats.argument_size_in_bytes + stats.output_size_in_bytes
+        result["roofline"] = tpu_plan.roofline(model_flops_per_step(cfg) / mesh.size, cost, once, tpu.chip)
+        result["make_mesh_refusal"] = tpu_plan.make_mesh_refusal(devices, mesh_shape)
+    return result
 
 
 # ---- one subprocess per target -------------------------------------------------------------------
 
 
 def _worker() -> None:
-    """Subprocess entry: read {config, mesh} from stdin, print the plan as JSON on the last line."""
+    """Subprocess entry: read {config, mesh, tpu} from stdin, print the plan as JSON on the last line."""
     request = json.loads(sys.stdin.read())
-    result = plan_here(ConfigDict(request["config"]), tuple(request["mesh"]))
+    tpu = tpu_plan.parse_slice(request["tpu"]) if request.get("tpu") else None
+    result = plan_here(ConfigDict(request["config"]), tuple(request["mesh"]), tpu)
     print(json.dumps(result))
 
 
@@ -182,21 +212,24 @@ def _subprocess_env(num_devices: int) -> dict[str, str]:
     env = dict(os.environ)
     flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
     env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={num_devices}"])
-    env["JAX_PLATFORMS"] = "cpu"  # fake devices, even on a machine with accelerators
+    env["JAX_PLATFORMS"] = "cpu"  # fake devices, even on a machine with accelerators; TPU targets add theirs
     return env
 
 
 def plan_target(cfg: ConfigDict, target: Target) -> dict[str, Any]:
-    """Plan one target in a subprocess with `target.num_devices` fake CPU devices."""
+    """Plan one target in a subprocess: TPU slices with the TPU compiler, GPUs on as many fake CPU devices."""
     mesh = target.mesh_shape or choose_mesh(cfg, target.num_devices)
     row: dict[str, Any] = {"target": target.name, "devices": target.num_devices, "capacity_bytes": target.memory_bytes}
-    request = json.dumps({"config": json.loads(cfg.to_json()), "mesh": list(mesh)})
+    if target.tpu is not None:
+        row["topology"] = target.tpu.topology
+    tpu = target.tpu.spec if target.tpu else None
+    request = json.dumps({"config": json.loads(cfg.to_json()), "mesh": list(mesh), "tpu": tpu})
     proc = subprocess.run(
         [sys.executable, "-c", "from janus_jax.plan import _worker; _worker()"],
         input=request,
         capture_output=True,
         text=True,
-        env=_subprocess_env(target.num_devices),
+        env=_subprocess_env(1 if target.tpu else target.num_devices),
     )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -210,30 +243,36 @@ def plan_target(cfg: ConfigDict, target: Target) -> dict[str, Any]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """One line per target; sizes in GiB per device."""
+    """One line per target; sizes in GiB per device; step time and MFU from the TPU roofline."""
 
     def gib(x: float) -> str:
         return f"{x / GIB:.1f}"
 
-    header = ("target", "devices", "mesh d/f/t", "state", "temp", "total", "capacity", "headroom", "verdict")
+    header = ("target", "devices", "mesh d/f/t", "compiled for", "state", "temp", "total", "capacity", "headroom")
+    header += ("step s", "MFU", "verdict")
     lines = [header]
     for r in rows:
         mesh = "/".join(str(r["mesh"][k]) for k in ("data", "fsdp", "tensor"))
         if r["status"] == "ERROR":
-            lines.append((r["target"], str(r["devices"]), mesh, "-", "-", "-", gib(r["capacity_bytes"]), "-", "ERROR"))
+            lines.append((r["target"], str(r["devices"]), mesh, "-", "-", "-", "-", gib(r["capacity_bytes"]), "-"))
+            lines[-1] += ("-", "-", "ERROR")
             continue
         state = r["state_bytes"] + r["reference_bytes"]
         headroom = f"{gib(r['headroom_bytes'])} ({100 * r['headroom_bytes'] / r['capacity_bytes']:+.0f}%)"
+        roof = r.get("roofline")
+        speed = (f"{roof['step_seconds']:.2f}", f"{roof['mfu']:.2f}") if roof else ("-", "-")
         lines.append(
             (
                 r["target"],
                 str(r["devices"]),
                 mesh,
+                r.get("compiled_for", "CPU (estimate)"),
                 gib(state),
                 gib(r["temp_bytes"]),
                 gib(r["total_bytes"]),
                 gib(r["capacity_bytes"]),
                 headroom,
+                *speed,
                 r["status"],
             )
         )
@@ -244,19 +283,49 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(text)
 
 
+def _buffer_list(buffers: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{b['bytes'] / GIB:.2f} GiB {b['shape']} ({b['op'] or b['name']})" for b in buffers)
+
+
 def plan_notes(rows: list[dict[str, Any]]) -> list[str]:
-    """What the numbers do and do not include."""
-    notes = [
-        "bytes per device are XLA's buffer assignment for the same SPMD program compiled for CPU devices; "
-        "TPU and GPU compilers fuse and schedule differently, so keep some headroom"
-    ]
+    """What the numbers do and do not include, and where the memory goes when a plan does not fit."""
+    notes = []
+    if any(r["status"] != "ERROR" and r.get("compiled_for") == "CPU (estimate)" for r in rows):
+        notes.append(
+            "GPU rows are estimates: XLA's buffer assignment for the same SPMD program compiled for CPU devices; "
+            "GPU compilers fuse and schedule differently, so keep some headroom"
+        )
     for r in rows:
-        if re.match(r"\d+x", r["target"]) and r["status"] != "ERROR":
+        if r["status"] == "ERROR":
+            continue
+        scores = r["attention_scores_bytes"] / GIB
+        if r.get("roofline"):
+            roof = r["roofline"]
+            notes.append(
+                f"{r['target']} ({r['topology']}, {r['compiled_for']}): TPU-compiled, {r['code_bytes'] / GIB:.2f} GiB "
+                f"of it program code; model FLOPs {roof['model_flops'] / 1e12:.1f} TFLOP/device/step (the "
+                f"compiler's cost analysis counts loop bodies once: {r['compiler_flops'] / 1e12:.2f}); roofline "
+                f"{roof['step_seconds']:.2f} s/step, {roof['bound']}-bound (compute alone: "
+                f"{roof['compute_seconds']:.2f} s; HBM traffic {roof['hbm_traffic_bytes'] / 1e12:.1f} TB: the state "
+                "once, the loop bodies' bytes scaled as their FLOPs); collectives not modelled"
+            )
+            if r["attention_impl"] == "splash":
+                notes.append(
+                    f"{r['target']}: splash attention; the XLA path would hold float32 score blocks of up to "
+                    f"{scores:.2f} GiB per device (model.attention_impl=xla to compare)"
+                )
+        elif re.match(r"\d+x", r["target"]):
             notes.append(
                 f"{r['target']}: attention was planned on the XLA path; with cuDNN flash attention (the default on "
-                f"GPUs) float32 score blocks of up to {r['attention_scores_bytes'] / GIB:.1f} GiB per device "
-                "counted in temp are not materialized"
+                f"GPUs) float32 score blocks of up to {scores:.1f} GiB per device counted in temp are not materialized"
             )
+        if r.get("make_mesh_refusal"):
+            notes.append(
+                f"{r['target']}: planned with the mesh laid across the torus's physical axes; jax.make_mesh "
+                f"refuses this mesh on this slice ({r['make_mesh_refusal']})"
+            )
+        if r["status"] == "DOES NOT FIT" and r.get("largest_buffers"):
+            notes.append(f"{r['target']} does not fit; largest buffers: {_buffer_list(r['largest_buffers'])}")
     return notes
 
 
@@ -285,7 +354,9 @@ def main() -> None:
         for pool in pools:
             rows.append(plan_target(cfg, pool))
             r = rows[-1]
-            detail = r.get("error") or f"{r['total_bytes'] / GIB:.1f} GiB/device, compiled in {r['compile_seconds']} s"
+            detail = r.get("error") or (
+                f"{r['total_bytes'] / GIB:.1f} GiB/device, compiled for {r['compiled_for']} in {r['compile_seconds']} s"
+            )
             print(f"  {pool.name}: {r['status']} ({detail})", flush=True)
         print(format_table(rows))
         for note in plan_notes(rows):

@@ -146,6 +146,11 @@ def activation_sharding(mesh: Mesh | None) -> Iterator[None]:
         _ACTIVATION_MESH.reset(token)
 
 
+def activation_mesh() -> Mesh | None:
+    """The mesh `activation_sharding` set for the code being traced, if any (kernels in `shard_map` need it)."""
+    return _ACTIVATION_MESH.get()
+
+
 def constrain_batch(x: jax.Array, *rest: str | None) -> jax.Array:
     """Shard dim 0 over (data, fsdp) and the given trailing axes, when an activation mesh is set."""
     mesh = _ACTIVATION_MESH.get()

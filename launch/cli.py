@@ -1,7 +1,7 @@
 """``python -m launch run|sweep|collect``: one command from laptop to TPU pod or GPU cluster.
 
     python -m launch run --target local --processes 2 -- janus-train --config=configs/sft.py:tiny --workdir=runs/x
-    python -m launch run --target tpu --name POD --zone ZONE [--project P] [--dry-run] -- janus-train ...
+    python -m launch run --target tpu --name POD --zone ZONE [--accelerator-type v5e-64 --queued] -- janus-train ...
     python -m launch run --target slurm --nodes 2 --gpus-per-node 8 [--dry-run] -- janus-train ...
     python -m launch sweep configs/sweeps/sft_lr_warmup.py --target local [--sweep-dir DIR]
     python -m launch collect runs/sweeps/sft_lr_warmup
@@ -27,7 +27,17 @@ from launch.tpu import TpuTarget, run_tpu
 TARGETS = ("local", "tpu", "slurm")
 _TARGET_OPTIONS = {
     "local": ("processes", "devices_per_process", "log_dir"),
-    "tpu": ("name", "zone", "project", "python"),
+    "tpu": (
+        "name",
+        "zone",
+        "project",
+        "python",
+        "accelerator_type",
+        "runtime_version",
+        "queued",
+        "spot",
+        "max_restarts",
+    ),
     "slurm": ("nodes", "gpus_per_node", "partition", "time", "job_name", "venv"),
 }
 _REQUIRED = {"tpu": ("name", "zone"), "slurm": ("nodes", "gpus_per_node")}
@@ -45,6 +55,11 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
     tpu.add_argument("--zone", help="its zone, e.g. us-central2-b")
     tpu.add_argument("--project", help="Google Cloud project (default: gcloud's)")
     tpu.add_argument("--python", help="Python 3.11 interpreter on the workers (default python3.11)")
+    tpu.add_argument("--accelerator-type", help="create the TPU when absent, e.g. v5litepod-64 (or v5e-64), v4-32")
+    tpu.add_argument("--runtime-version", help="TPU software version (default: by accelerator family)")
+    tpu.add_argument("--queued", action="store_true", default=None, help="get the TPU through a queued resource")
+    tpu.add_argument("--spot", action="store_true", default=None, help="spot capacity (preemptible; reruns resume)")
+    tpu.add_argument("--max-restarts", type=int, help="reruns after a preemption or failed worker (default 3)")
     slurm = parser.add_argument_group("--target slurm")
     slurm.add_argument("--nodes", type=int, help="nodes (one JAX process each)")
     slurm.add_argument("--gpus-per-node", type=int, help="GPUs per node")
@@ -89,6 +104,8 @@ def _check_target_options(parser: argparse.ArgumentParser, args: argparse.Namesp
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.max_restarts is not None and args.max_restarts < 0:
+        parser.error(f"--max-restarts must be >= 0, got {args.max_restarts}")
 
 
 def make_launcher(args: argparse.Namespace) -> Callable[[list[str], Path | None, str | None], int]:
@@ -107,7 +124,17 @@ def make_launcher(args: argparse.Namespace) -> Callable[[list[str], Path | None,
 
         return launch_local
     if args.target == "tpu":
-        target = TpuTarget(name=args.name, zone=args.zone, project=args.project, python=args.python or "python3.11")
+        target = TpuTarget(
+            name=args.name,
+            zone=args.zone,
+            project=args.project,
+            python=args.python or "python3.11",
+            accelerator_type=args.accelerator_type,
+            runtime_version=args.runtime_version,
+            queued=bool(args.queued),
+            spot=bool(args.spot),
+            max_restarts=3 if args.max_restarts is None else args.max_restarts,
+        )
         return lambda argv, workdir, name: run_tpu(target, argv, root=root, dry_run=args.dry_run)
 
     venv = Path(args.venv).absolute() if args.venv else root / ".venv"

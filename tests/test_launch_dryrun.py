@@ -57,7 +57,12 @@ def in_project(tmp_path, monkeypatch):
     return tmp_path
 
 
+def _gcloud(*args):
+    return ["gcloud", "compute", "tpus", *args, "--zone=us-central2-b", "--project=proj"]
+
+
 def test_tpu_dry_run_prints_every_command(capsys, in_project):
+    """A 2-worker pod (v4-16: 8 chips on 2 hosts) through a queued resource, on spot capacity."""
     code, out, _ = _main(
         capsys,
         "run",
@@ -69,39 +74,131 @@ def test_tpu_dry_run_prints_every_command(capsys, in_project):
         "us-central2-b",
         "--project",
         "proj",
+        "--accelerator-type",
+        "v4-16",
+        "--queued",
+        "--spot",
+        "--max-restarts",
+        "5",
         "--dry-run",
         "--",
         *JOB,
     )
     assert code == 0
     setup = (
-        "set -e; mkdir -p ~/janus-jax && tar -xzf ~/janus-jax-src.tar.gz -C ~/janus-jax && cd ~/janus-jax && "
-        "(test -x .venv/bin/python || python3.11 -m venv .venv) && .venv/bin/python -m pip install -q --upgrade pip "
-        "&& .venv/bin/python -m pip install -q -e '.[tpu]'"
+        "set -e; (command -v python3.11 >/dev/null || (sudo apt-get update -q && sudo apt-get install -y -q "
+        "python3.11 python3.11-venv)); mkdir -p ~/janus-jax && tar -xzf ~/janus-jax-src.tar.gz -C ~/janus-jax && "
+        "cd ~/janus-jax && (test -x .venv/bin/python || python3.11 -m venv .venv) && "
+        ".venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[tpu]'"
     )
+    job = "janus-train --config=configs/toy.py:tiny '--workdir=gs://bucket/runs/a b' --config.optimizer.lr=1e-4"
     run = (
-        "cd ~/janus-jax && source .venv/bin/activate && janus-train --config=configs/toy.py:tiny "
-        "'--workdir=gs://bucket/runs/a b' --config.optimizer.lr=1e-4"
+        "cd ~/janus-jax && source .venv/bin/activate && echo $$ > ~/janus-job.pid && W=$(curl -s -H "
+        "Metadata-Flavor:Google http://metadata.google.internal/computeMetadata/v1/instance/attributes/"
+        f'agent-worker-number || echo 0); if [ "$W" = 0 ]; then {job} 2>&1 | tee ~/janus-job.log; '
+        f"exit ${{PIPESTATUS[0]}}; else {job} > ~/janus-job.log 2>&1; fi"
     )
-    tail = ["--zone=us-central2-b", "--project=proj"]
     expected = [
-        [
-            "gcloud",
-            "compute",
-            "tpus",
-            "tpu-vm",
-            "scp",
-            "janus-jax-src.tar.gz",
-            "pod-1:janus-jax-src.tar.gz",
-            "--worker=all",
-            *tail,
-        ],
-        ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "pod-1", "--worker=all", f"--command={setup}", *tail],
-        ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "pod-1", "--worker=all", f"--command={run}", *tail],
-    ]
+        _gcloud("queued-resources", "describe", "pod-1", "--format=value(state.state)"),
+        _gcloud(
+            "queued-resources", "create", "pod-1", "--node-id=pod-1", "--accelerator-type=v4-16",
+            "--runtime-version=tpu-ubuntu2204-base", "--spot",
+        ),
+        _gcloud("tpu-vm", "scp", "janus-jax-src.tar.gz", "pod-1:janus-jax-src.tar.gz", "--worker=all"),
+        _gcloud("tpu-vm", "ssh", "pod-1", "--worker=all", f"--command={setup}"),
+        _gcloud("tpu-vm", "ssh", "pod-1", "--worker=all", f"--command={tpu.stop_script()}"),
+        _gcloud("tpu-vm", "ssh", "pod-1", "--worker=all", f"--command={run}"),
+    ]  # fmt: skip
     lines = out.splitlines()
     assert lines[0].startswith("# janus-jax-src.tar.gz: git-tracked and untracked non-ignored files of ")
-    assert [shlex.split(line) for line in lines[1:]] == expected
+    assert [shlex.split(line) for line in lines if not line.startswith("#")] == expected
+    assert "up to 5 times, resuming from the workdir's last checkpoint" in out
+
+
+class FakeCloud:
+    """gcloud as a TPU pod sees it: a queued resource that is granted after one poll, and a job that a
+    preemption kills on its first run (the queued resource turns SUSPENDED) and that succeeds on the next."""
+
+    def __init__(self, job_fails=1, preempt=True):
+        self.commands = []
+        self.state = None
+        self.job_fails = job_fails
+        self.preempt = preempt
+
+    def __call__(self, command, capture):
+        self.commands.append(command)
+        verb = " ".join(command[3:5])
+        if verb == "queued-resources describe":
+            return (0, self.state) if self.state else (1, "")
+        if verb == "queued-resources create":
+            self.state = "WAITING_FOR_RESOURCES"
+            return 0, ""
+        if verb == "queued-resources delete":
+            self.state = None
+            return 0, ""
+        if verb == "tpu-vm ssh" and "agent-worker-number" in command[-3]:
+            if self.job_fails:
+                self.job_fails -= 1
+                if self.preempt:
+                    self.state = "SUSPENDED"
+                return 143, ""
+            return 0, ""
+        return 0, ""
+
+    def grant(self, seconds):
+        if self.state == "WAITING_FOR_RESOURCES":
+            self.state = "ACTIVE"
+
+    def verbs(self):
+        names = []
+        for command in self.commands:
+            verb = command[4]
+            if verb == "ssh":
+                script = command[-3]
+                verb = "run" if "agent-worker-number" in script else "stop" if "kill" in script else "setup"
+            names.append(verb)
+        return names
+
+
+def _pod(**changes):
+    values = dict(name="pod-1", zone="us-central2-b", project="proj", accelerator_type="v5e-16", queued=True)
+    return tpu.TpuTarget(**{**values, **changes})
+
+
+def test_tpu_preempted_job_is_rerun_on_a_new_queued_resource(tmp_path, capsys):
+    cloud = FakeCloud(job_fails=1, preempt=True)
+    (tmp_path / "setup.py").write_text("")
+    code = tpu.run_tpu(_pod(), JOB, root=tmp_path, dry_run=False, runner=cloud, sleep=cloud.grant)
+    assert code == 0
+    assert cloud.verbs() == [
+        "describe", "create", "describe", "scp", "setup", "stop", "run",  # queued, granted after a poll, preempted
+        "describe", "describe", "delete", "create", "describe", "scp", "setup", "stop", "run",  # queued again
+    ]  # fmt: skip
+    create = cloud.commands[1]
+    assert "--accelerator-type=v5litepod-16" in create and "--runtime-version=v2-alpha-tpuv5-lite" in create
+    assert cloud.commands[-1] == cloud.commands[6]  # the same command: the job resumes from its workdir
+    err = capsys.readouterr().err
+    assert "job exited with code 143 (TPU state: SUSPENDED); rerun 1 of 3" in err
+    assert "TPU pod-1 is SUSPENDED: deleting it to create it again" in err
+
+
+def test_tpu_failed_worker_reruns_on_the_same_pod_and_gives_up_after_max_restarts(tmp_path, capsys):
+    cloud = FakeCloud(job_fails=5, preempt=False)
+    cloud.state = "ACTIVE"  # an existing queued resource is reused, nothing is created
+    code = tpu.run_tpu(_pod(max_restarts=2), JOB, root=tmp_path, dry_run=False, runner=cloud, sleep=cloud.grant)
+    assert code == 143
+    verbs = cloud.verbs()
+    assert "create" not in verbs and verbs.count("scp") == 1  # installed once: the workers kept it
+    assert verbs.count("run") == 3 and verbs.count("stop") == 3  # each rerun first ends the last one
+    assert "giving up" in capsys.readouterr().err
+
+
+def test_tpu_that_does_not_exist_needs_an_accelerator_type(tmp_path, capsys):
+    cloud = FakeCloud()
+    code = tpu.run_tpu(_pod(accelerator_type=None), JOB, root=tmp_path, dry_run=False, runner=cloud, sleep=cloud.grant)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "TPU 'pod-1' does not exist in us-central2-b; give --accelerator-type to create it" in err
 
 
 def test_slurm_dry_run_prints_the_script(capsys, in_project):

@@ -13,25 +13,34 @@ import pytest
 
 from configs import dpo, sft
 from janus_jax import plan
+from janus_jax.train.run import build_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_target_names_follow_cloud_conventions():
     v4 = plan.parse_target("v4-32")  # 32 TensorCores = 16 chips
-    assert (v4.num_devices, v4.memory_bytes) == (16, 32 * plan.GIB)
-    assert plan.parse_target("v5p-128").num_devices == 64
-    assert plan.parse_target("v5e-64").num_devices == 64  # v5e and v6e count chips
+    assert (v4.num_devices, v4.memory_bytes, v4.tpu.topology) == (16, 32 * plan.GIB, "v4:2x2x4")
+    assert plan.parse_target("v5p-128").tpu.topology == "v5:4x4x4"  # 64 chips of 95 GiB
+    assert plan.parse_target("v5p-128").memory_bytes == 95 * plan.GIB
+    assert plan.parse_target("v5e-64").tpu.topology == "v5e:8x8"  # v5e and v6e count chips
+    assert plan.parse_target("v5e-256").tpu.topology == "v5e:16x16"
+    assert plan.parse_target("v6e-64").tpu.topology == "v6e:8x8"
     assert plan.parse_target("v6e-8").memory_bytes == 32 * plan.GIB
+    named = plan.parse_target("v5e:4x8:1x8x4")  # a topology, then a pinned mesh
+    assert (named.num_devices, named.mesh_shape, named.tpu.spec) == (32, (1, 8, 4), "v5e:4x8")
+    assert plan.parse_target("v5p:4x4x12").num_devices == 192
     gpu = plan.parse_target("8xH100")
-    assert (gpu.num_devices, gpu.memory_bytes, gpu.mesh_shape) == (8, 80 * plan.GIB, None)
+    assert (gpu.num_devices, gpu.memory_bytes, gpu.mesh_shape, gpu.tpu) == (8, 80 * plan.GIB, None, None)
     assert plan.parse_target("v5e-64:1x16x4").mesh_shape == (1, 16, 4)
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("v9-8", "unknown target 'v9-8'"),
+        ("v9-8", "unknown TPU slice 'v9-8'; known: v4-8 ... v4-4096.*v5e-4 ... v5e-256"),
+        ("v5e-48", "unknown TPU slice 'v5e-48': name a topology for other sizes"),
+        ("v5e:4x4x4", "v5e chips form a 2-D grid"),
         ("8xB200", "unknown target '8xB200'"),
         ("v5e-64:1x16x2", "has 32 devices, v5e-64 has 64"),
         ("v5e-64:1x64", "three positive sizes"),
@@ -109,7 +118,7 @@ def test_cli_plans_each_target_in_its_own_process():
             "--config=configs/sft.py:tiny",
             "--config.data.seq_len=64",
             "--config.model.init_from=hub/never-loaded",
-            "--targets=2xA100,v5e-4:1x2x2,v5e-6:1x1x6",
+            "--targets=2xA100,4xH100:1x2x2,6xA100:1x1x6",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -122,13 +131,42 @@ def test_cli_plans_each_target_in_its_own_process():
     a100 = by_target[("2xA100", 2)]
     assert a100["status"] == "FITS" and a100["mesh"] == {"data": 1, "fsdp": 2, "tensor": 1}
     assert a100["headroom_bytes"] == 80 * plan.GIB - a100["total_bytes"]
-    v5e = by_target[("v5e-4", 4)]
-    assert v5e["mesh"] == {"data": 1, "fsdp": 2, "tensor": 2}
+    assert a100["compiled_for"] == "CPU (estimate)" and "roofline" not in a100
+    h100 = by_target[("4xH100", 4)]
+    assert h100["mesh"] == {"data": 1, "fsdp": 2, "tensor": 2}
     # the same weights over 4 devices instead of 2: half the state per device
-    assert v5e["state_bytes"] == pytest.approx(a100["state_bytes"] / 2, rel=0.02)
-    bad = by_target[("v5e-6", 6)]
+    assert h100["state_bytes"] == pytest.approx(a100["state_bytes"] / 2, rel=0.02)
+    bad = by_target[("6xA100", 6)]
     assert bad["status"] == "ERROR" and "not divisible" in bad["error"]
     assert "2xA100" in proc.stdout and "FITS" in proc.stdout and "attention was planned" in proc.stdout
+    assert "GPU rows are estimates" in proc.stdout
+
+
+def test_tpu_slice_is_compiled_by_the_tpu_compiler_and_a_plan_that_does_not_fit_names_its_buffers():
+    """A real topology name, compiled for TPU v5e by libtpu on this CPU-only machine (splash attention
+    inside shard_map, as `auto` picks on TPU), judged against a chip shrunk to 8 MiB so that it cannot fit."""
+    pytest.importorskip("libtpu", reason='needs the TPU compiler: pip install "jax[tpu]==0.10.2"')
+    cfg = sft.get_config("tiny")
+    cfg.model.init_from = "hub/never-loaded"
+    cfg.data.seq_len = 128
+    real = plan.parse_target("v5e-4")
+    small = plan.Target("v5e-4", real.num_devices, 8 * 1024**2, (1, 2, 2), real.tpu)
+    row = plan.plan_target(cfg, small)
+    assert row["status"] == "DOES NOT FIT", row.get("error")
+    assert (row["compiled_for"], row["topology"], row["attention_impl"]) == ("TPU v5 lite", "v5e:2x2", "splash")
+    assert row["code_bytes"] > 0 and row["total_bytes"] > 8 * 1024**2
+    # the compiler counts the scanned layers' body once; the roofline uses the model's FLOPs
+    roof = row["roofline"]
+    assert roof["model_flops"] == pytest.approx(plan.model_flops_per_step(cfg) / 4)
+    assert roof["step_seconds"] > 0 and 0 < roof["mfu"] <= 1
+    biggest = row["largest_buffers"]
+    assert len(biggest) == 5 and biggest[0]["bytes"] >= biggest[-1]["bytes"] > 0
+    assert any("embed_tokens" in b["op"] or "lm_head" in b["op"] for b in biggest)  # named by JAX path
+    notes = "\n".join(plan.plan_notes([row]))
+    assert "v5e-4 does not fit; largest buffers:" in notes and biggest[0]["shape"] in notes
+    assert "TPU-compiled" in notes and "splash attention" in notes
+    table = plan.format_table([row])
+    assert "TPU v5 lite" in table and "DOES NOT FIT" in table
 
 
 def test_table_reports_what_does_not_fit():
@@ -157,8 +195,8 @@ def test_sharded_step_gathers_weights_but_never_a_whole_batch_of_activations():
     with cfg.unlocked():
         cfg.model.init_from = ""
         cfg.mesh.shape = (2, 2, 2)
-    built = plan.build_train_step(cfg, make_mesh((2, 2, 2), jax.devices()[:8]))
-    hlo = plan.lower_abstract(built, cfg).compile().as_text()
+    run = build_run(cfg, mesh=make_mesh((2, 2, 2), jax.devices()[:8]), with_data=False)
+    hlo = run.lower().compile().as_text()
     gathered = re.findall(r"= \w+\[([\d,]*)\]\S* all-gather\(", hlo)
     assert gathered, "expected FSDP weight all-gathers"
     rows = cfg.train.global_batch_size // cfg.train.grad_accum_steps

@@ -1,4 +1,4 @@
-"""One attention function, a reference XLA path and a fused cuDNN path behind it.
+"""One attention function, a reference XLA path and fused cuDNN (GPU) and splash (TPU) paths behind it.
 
 Masks are built from positions and segment ids rather than from array indices, so the same code
 serves packed training rows (several documents per row), KV-cache decoding (keys from earlier
@@ -183,7 +183,119 @@ def cudnn_attention(
     )
 
 
-def resolve_impl(impl: str) -> str:
+# Splash attention (TPU). A Pallas/Mosaic kernel is not partitioned by XLA, so it runs inside
+# `jax.shard_map` over the mesh's batch and head axes; each device sees its own rows and heads.
+SPLASH_BLOCK = 512  # query/key tile: the largest power of two up to this that divides the sequence
+
+
+def _splash_block(seq_len: int) -> int:
+    block = SPLASH_BLOCK
+    while block > 128 and seq_len % block:
+        block //= 2
+    if seq_len % block:
+        raise ValueError(
+            f"splash attention needs a sequence length that is a multiple of 128, got {seq_len}; "
+            "set data.seq_len to one or use model.attention_impl='xla'"
+        )
+    return block
+
+
+@functools.lru_cache(maxsize=32)
+def _splash_kernel(heads: int, seq_len: int, sliding_window: int | None, interpret: bool):
+    """One example's kernel, [H, T, D] queries against [K, T, D] keys (K divides H); the block-sparsity
+    tables of its mask are built once per shape (thousands of tiles at 8192)."""
+    from jax.experimental.pallas.ops.tpu import splash_attention as splash
+
+    shape = (seq_len, seq_len)
+    if sliding_window is None:
+        mask = splash.CausalMask(shape)
+    else:
+        mask = splash.LocalMask(shape, window_size=(sliding_window - 1, 0), offset=0)
+    b = _splash_block(seq_len)
+    blocks = splash.BlockSizes(
+        block_q=b, block_kv=b, block_kv_compute=b, block_q_dkv=b, block_kv_dkv=b, block_kv_dkv_compute=b,
+        block_q_dq=b, block_kv_dq=b,
+    )  # fmt: skip
+    with jax.ensure_compile_time_eval():  # concrete tables, not tracers of the first trace that built them
+        return splash.make_splash_mha(
+            splash.MultiHeadMask([mask] * heads), block_sizes=blocks, head_shards=1, q_seq_shards=1, interpret=interpret
+        )
+
+
+def _splash_local(q, k, v, segment_ids, sliding_window: int | None, interpret: bool):
+    """Splash on one device's shard: q [B,T,H,D], k/v [B,T,K,D], segment ids [B,T]."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import SegmentIds
+
+    kernel = _splash_kernel(q.shape[2], q.shape[1], sliding_window, interpret)
+    scale = q.shape[-1] ** -0.5
+    heads_first = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731
+    q = heads_first((q.astype(jnp.float32) * scale).astype(q.dtype))
+    out = jax.vmap(kernel)(q, heads_first(k), heads_first(v), SegmentIds(segment_ids, segment_ids))
+    # Padding (segment 0) attends to padding in the kernel; the XLA path gives it 0, and so does this one.
+    return heads_first(out) * (segment_ids != 0)[:, :, None, None].astype(out.dtype)
+
+
+def splash_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    segment_ids: jax.Array,
+    sliding_window: int | None,
+    mesh: jax.sharding.Mesh | None = None,
+    interpret: bool | None = None,
+) -> jax.Array:
+    """TPU flash attention (jax's splash kernel) for full sequences (no cache): causal by index, segments
+    by id, an optional sliding window, GQA without repeating keys.
+
+    Valid, as `cudnn_attention`, when positions restart with each segment and grow by one inside it.
+    With a `mesh` (by default the one the train step traces under) the kernel runs per shard: rows over
+    `data`×`fsdp`, heads over `tensor` where both query and key heads divide. `interpret` (default: the
+    mesh's devices are not TPUs) runs the kernel's Python semantics, so its numerics are tested on CPU.
+    """
+    from jax.sharding import PartitionSpec
+
+    from janus_jax.sharding import BATCH_AXES, activation_mesh
+
+    mesh = mesh if mesh is not None else activation_mesh()
+    if interpret is None:
+        platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+        interpret = platform != "tpu"
+    local = functools.partial(_splash_local, sliding_window=sliding_window, interpret=interpret)
+    if mesh is None or mesh.size == 1:
+        return local(q, k, v, segment_ids)
+    batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
+    rows = BATCH_AXES if q.shape[0] % batch_devices == 0 else None
+    tensor = mesh.shape["tensor"]
+    heads = "tensor" if q.shape[2] % tensor == 0 and k.shape[2] % tensor == 0 else None
+    spec = PartitionSpec(rows, None, heads, None)
+    sharded = jax.shard_map(
+        local, mesh=mesh, in_specs=(spec, spec, spec, PartitionSpec(rows, None)), out_specs=spec, check_vma=False
+    )
+    return sharded(q, k, v, segment_ids)
+
+
+def self_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    positions: jax.Array,
+    segment_ids: jax.Array,
+    sliding_window: int | None,
+    impl: str,
+) -> jax.Array:
+    """Attention of packed rows over themselves (training, scoring, a prefill without a cache), by the
+    kernel `impl` names ("auto": cuDNN on GPU, splash on TPU, XLA elsewhere)."""
+    impl = resolve_impl(impl)
+    if impl == "cudnn":
+        return cudnn_attention(q, k, v, segment_ids, sliding_window)
+    if impl == "splash":
+        return splash_attention(q, k, v, segment_ids, sliding_window)
+    mask = attention_mask(positions, positions, segment_ids, segment_ids, sliding_window)
+    return xla_attention(q, k, v, mask, causal_blocks_for(q.shape[1]), sliding_window)
+
+
+def resolve_impl(impl: str, platform: str | None = None) -> str:
+    """The kernel "auto" stands for on `platform` (default: JAX's default backend)."""
     if impl != "auto":
         return impl
-    return "cudnn" if jax.default_backend() == "gpu" else "xla"
+    return {"gpu": "cudnn", "tpu": "splash"}.get(platform or jax.default_backend(), "xla")

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 REMAT_POLICIES = ("none", "minimal", "save_qkv", "full")
-ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "splash")  # auto: cudnn on GPU, splash on TPU, else xla
 
 # The fields that fix the shapes of the weights (and rope θ, which they were trained with).
 ARCHITECTURE_FIELDS = (

@@ -85,12 +85,7 @@ class Attention(nnx.Module):
 
         new_cache = None
         if cache is None:
-            impl = attn.resolve_impl(cfg.attention_impl)
-            if impl == "cudnn":
-                out = attn.cudnn_attention(q, k, v, segment_ids, cfg.sliding_window)
-            else:
-                mask = attn.attention_mask(positions, positions, segment_ids, segment_ids, cfg.sliding_window)
-                out = attn.xla_attention(q, k, v, mask, attn.causal_blocks_for(t), cfg.sliding_window)
+            out = attn.self_attention(q, k, v, positions, segment_ids, cfg.sliding_window, cfg.attention_impl)
         else:
             cache_k, cache_v, write = cache
             live = (segment_ids != 0).astype(jnp.int32)
