@@ -7,9 +7,9 @@ and go on decoding (continuous batching).
 
 Every per-row setting is an array (sampling knobs, seed, token budget, stop ids, how many tokens the
 row has drawn, whether it wants top log-probs), so rows joining or leaving never recompile. The slot
-count is fixed; the cache length grows by powers of two when a newcomer needs more room (the cache is
-re-laid out, slot = position mod length, as `CacheWrite` places tokens), and starts small again once
-the batch has drained. Each row draws token i with `fold_in(seed, i)` as `Sampler` does, so a seeded
+count is fixed; the cache length grows (in bucketed steps) when a newcomer needs more room (the cache is
+re-laid out, slot = position mod length, as `CacheWrite` places tokens) and keeps that length. Each
+row draws token i with noise that depends only on (seed, i, token id), as in `Sampler`, so a seeded
 request gets the same tokens from the server as from `Sampler.generate`.
 """
 
@@ -259,24 +259,27 @@ class Slots:
 
     Newcomers are prefilled `prefill_rows` at a time (padded), so admission compiles once per prompt
     bucket and cache length rather than once per newcomer count. The cache length only grows over the
-    server's life (to the longest request's bucket): a drained batch restarts at the same length, and
+    server's life (to the longest request's buckets): a drained batch restarts at the same length, and
     few executables exist.
     """
 
-    def __init__(self, sampler: Sampler, batch: int, *, prefill_rows: int = 8, min_cache_length: int = 64):
+    def __init__(self, sampler: Sampler, batch: int, *, prefill_rows: int = 8):
         self.sampler = sampler
         multiple = sampler.batch_multiple
         self.batch = -(-batch // multiple) * multiple
         self.prefill_rows = -(-min(prefill_rows, self.batch) // multiple) * multiple
-        self.min_cache_length = min_cache_length
         self.cache_length = 0
         self.state: SlotState | None = None  # built on first admission, dropped when the batch drains
 
     def needed_cache_length(self, prompt_len: int, max_new_tokens: int) -> int:
-        """Cache slots a row needs: its whole prompt + reply, or one sliding window (a ring)."""
+        """Cache slots a row needs: its prompt and reply buckets (as `Sampler.shapes`), or one sliding window.
+
+        A sum of two powers of two, not the power of two above it: the cost of every decode step grows
+        with the cache length.
+        """
         s = self.sampler
         prompt_bucket = bucket(prompt_len, s.min_prompt_bucket)
-        length = bucket(prompt_len + max_new_tokens, self.min_cache_length)
+        length = prompt_bucket + bucket(max_new_tokens, s.min_new_tokens_bucket)
         window = s.config.sliding_window
         if window is not None:
             length = max(prompt_bucket, min(length, bucket(window, 1)))
