@@ -177,7 +177,7 @@ def measure(model: Mistral, tokenizer: Any, lengths: list[list[int]], slots: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--clients", type=int, default=64)
-    parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument("--requests-per-client", type=int, default=8)
     parser.add_argument("--min-tokens", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--slots", type=int, default=64, help="decode slots (and the per-wave batch limit)")
