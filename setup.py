@@ -16,6 +16,7 @@ CORE = [
     "datasets>=3.0",
     "tensorflow-datasets>=4.9",
     "openai>=1.50",
+    "uvicorn>=0.30,<1",  # janus-serve's HTTP layer (ASGI over h11)
     "mistral-common>=1.5",  # ships the Mistral v1 SentencePiece model used offline
     "sentencepiece>=0.2",
     "matplotlib>=3.8",  # loss curves and eval report plots
