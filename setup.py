@@ -47,7 +47,7 @@ setup(
             "janus-export=janus_jax.cli.export:main",
             "janus-plan=janus_jax.plan:main",
             "janus-generate=janus_jax.cli.generate:main",
-            "janus-serve=janus_jax.serve.cli:main",
+            "janus-serve=janus_jax.cli.serve:main",
             "janus-precompute-ref=janus_jax.cli.precompute_ref:main",
             "janus-best-of-n=janus_jax.cli.best_of_n:main",
         ]

@@ -123,7 +123,7 @@ def serve_batching(model: Mistral, max_tokens: int) -> dict:
 
     import openai
 
-    from janus_jax.serve.cli import build_server
+    from janus_jax.serve.build import build_server
     from janus_jax.serve.loading import LoadedModel
     from janus_jax.tokenizer import load_tokenizer
 

@@ -33,7 +33,7 @@ from flax import nnx
 
 from janus_jax.model import Mistral, MistralConfig
 from janus_jax.sample import Completion, Sampler
-from janus_jax.serve.cli import build_server
+from janus_jax.serve.build import build_server
 from janus_jax.serve.engine import EngineStats, Job
 from janus_jax.serve.loading import LoadedModel
 from janus_jax.serve.protocol import APIError, GenerationRequest

@@ -33,7 +33,7 @@ SUBSTITUTIONS = {
     r"(?m)(^|\s)janus-export\b": r"\1python -m janus_jax.cli.export",
     r"(?m)(^|\s)janus-generate\b": r"\1python -m janus_jax.cli.generate",
     r"(?m)(^|\s)janus-best-of-n\b": r"\1python -m janus_jax.cli.best_of_n",
-    r"(?m)(^|\s)janus-serve\b": r"\1python -m janus_jax.serve.cli",
+    r"(?m)(^|\s)janus-serve\b": r"\1python -m janus_jax.cli.serve",
     r"(?m)(^|\s)(\.venv/bin/)?python\b": r"\1PYTHON",
 }
 # Training programs run a few steps instead of whole epochs.

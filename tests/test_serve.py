@@ -17,8 +17,8 @@ from flax import nnx
 from janus_jax.model import Mistral, MistralConfig
 from janus_jax.prompts import render_prompt_ids
 from janus_jax.sample import Sampler, SamplingParams
+from janus_jax.serve.build import build_server
 from janus_jax.serve.chat import MessageError, render_chat_ids
-from janus_jax.serve.cli import build_server
 from janus_jax.serve.loading import LoadedModel
 from janus_jax.serve.protocol import alternative_strings
 from janus_jax.tokenizer import load_tokenizer
@@ -347,3 +347,16 @@ def test_one_log_line_per_request_without_key_or_prompt(client, caplog):
     line = lines[0]
     assert line.startswith("POST /v1/chat/completions 200 chatcmpl-") and "completion_tokens=3" in line
     assert "secret" not in line and KEY not in line
+
+
+def test_chat_prompts_follow_the_models_template_and_its_end_marker_is_a_stop():
+    """A ChatML-trained model is served ChatML prompts (the ids training used) and replies end at <|im_end|>."""
+    from janus_jax.serve.protocol import Limits, parse_request
+
+    tok = load_tokenizer()
+    body = {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}
+    chatml = parse_request("chat", body, tok, "m", Limits(), "chatml")
+    assert chatml.prompts == [render_prompt_ids(tok, "Be brief.", "Hi", "chatml")]
+    assert chatml.params.stop == ("<|im_end|>",)
+    inst = parse_request("chat", body, tok, "m", Limits())
+    assert inst.prompts == [render_prompt_ids(tok, "Be brief.", "Hi")] and inst.params.stop == ()

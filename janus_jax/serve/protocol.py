@@ -12,6 +12,7 @@ import secrets
 import time
 from typing import Any
 
+from janus_jax.prompts import get_template
 from janus_jax.sample import JANUS_SAMPLING, Completion, SamplingParams
 from janus_jax.serve.chat import MessageError, render_chat_ids
 from janus_jax.serve.slots import MAX_TOP_LOGPROBS
@@ -108,8 +109,18 @@ def _stop(body: dict) -> tuple[str, ...]:
     return tuple(stops)
 
 
-def parse_request(kind: str, body: Any, tok: Tokenizer, model_name: str, limits: Limits) -> GenerationRequest:
-    """Validate an OpenAI chat/completions body into a GenerationRequest, or raise APIError (4xx)."""
+def _template_stop(kind: str, template: str) -> tuple[str, ...]:
+    suffix = get_template(template).reply_suffix if kind == "chat" else ""
+    return (suffix,) if suffix else ()
+
+
+def parse_request(
+    kind: str, body: Any, tok: Tokenizer, model_name: str, limits: Limits, template: str = "mistral_inst"
+) -> GenerationRequest:
+    """Validate an OpenAI chat/completions body into a GenerationRequest, or raise APIError (4xx).
+
+    Chat prompts are formatted with `template`, the one the model was trained with; its reply suffix (ChatML's
+    `<|im_end|>`) is a stop string, so replies come back without it."""
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
     model = body.get("model")
@@ -130,7 +141,7 @@ def parse_request(kind: str, body: Any, tok: Tokenizer, model_name: str, limits:
 
     if kind == "chat":
         try:
-            prompts = [render_chat_ids(tok, body.get("messages"))]
+            prompts = [render_chat_ids(tok, body.get("messages"), template)]
         except MessageError as e:
             raise APIError(400, str(e), param="messages") from None
         logprobs = body.get("logprobs") or False
@@ -183,7 +194,7 @@ def parse_request(kind: str, body: Any, tok: Tokenizer, model_name: str, limits:
             body, "repetition_penalty", JANUS_SAMPLING.repetition_penalty, 0.0, 10.0, low_open=True
         ),
         seed=secrets.randbits(32) if seed is None else seed % 2**32,
-        stop=_stop(body),
+        stop=_stop(body) + _template_stop(kind, template),
     )
     stream = body.get("stream") or False
     if not isinstance(stream, bool):

@@ -144,8 +144,10 @@ class JanusApp:
         api_key: str | None,
         max_body_bytes: int,
         log_requests: bool,
+        template: str = "mistral_inst",
     ):
         self.engine, self.tokenizer, self.model_name = engine, tokenizer, model_name
+        self.template = template
         self.limits, self.api_key, self.max_body_bytes = limits, api_key, max_body_bytes
         self.log_requests = log_requests
         self.started = int(time.time())
@@ -233,7 +235,9 @@ class JanusApp:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise APIError(400, f"could not parse the JSON body: {e}") from None
         # Tokenizing (and later detokenizing) long texts runs off the event loop.
-        request = await asyncio.to_thread(parse_request, kind, body, self.tokenizer, self.model_name, self.limits)
+        request = await asyncio.to_thread(
+            parse_request, kind, body, self.tokenizer, self.model_name, self.limits, self.template
+        )
         exchange.request_id = request.id
         exchange.prompt_tokens = sum(len(p) for p in request.prompts)
         events = _Events(asyncio.get_running_loop(), exchange)
@@ -331,6 +335,7 @@ class JanusServer:
         api_key: str | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         log_requests: bool = True,
+        template: str = "mistral_inst",
     ):
         self.engine = engine
         self.app = JanusApp(
@@ -341,6 +346,7 @@ class JanusServer:
             api_key=api_key,
             max_body_bytes=max_body_bytes,
             log_requests=log_requests,
+            template=template,
         )
         self.socket = listening_socket(*address)
         self.server_address = self.socket.getsockname()[:2]
