@@ -16,6 +16,7 @@ CORE = [
     "datasets>=3.0",
     "tensorflow-datasets>=4.9",
     "openai>=1.50",
+    "uvicorn>=0.30,<1",  # janus-serve's HTTP layer (ASGI over h11)
     "mistral-common>=1.5",  # ships the Mistral v1 SentencePiece model used offline
     "sentencepiece>=0.2",
     "matplotlib>=3.8",  # loss curves and eval report plots
@@ -46,7 +47,7 @@ setup(
             "janus-export=janus_jax.cli.export:main",
             "janus-plan=janus_jax.plan:main",
             "janus-generate=janus_jax.cli.generate:main",
-            "janus-serve=janus_jax.serve.cli:main",
+            "janus-serve=janus_jax.cli.serve:main",
             "janus-precompute-ref=janus_jax.cli.precompute_ref:main",
             "janus-best-of-n=janus_jax.cli.best_of_n:main",
         ]

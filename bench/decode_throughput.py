@@ -2,7 +2,9 @@
 
 A ~34M-parameter Mistral-shaped model (vocab 32000, hidden 384, 6 layers, GQA 6/2) with random
 weights, fp32, greedy, EOS disabled so that both sides generate exactly --new-tokens per row.
-Prints one JSON object (generated tokens per second, best of --repeats after a warm-up run).
+Prints one JSON object (generated tokens per second, best of --repeats after a warm-up run), with the
+machine's load average before and after: on a shared machine a loaded run shows as such (both sides
+run interleaved, but other jobs do not slow them alike).
 
     .venv/bin/python bench/decode_throughput.py
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -77,6 +80,8 @@ def main() -> None:
         "jax_backend": jax.default_backend(),
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
     }
     for batch in (1, 16):
         prompts = rng.integers(3, BENCH_MODEL.vocab_size, size=(batch, args.prompt_len))
@@ -105,22 +110,24 @@ def main() -> None:
         result[f"hf_tokens_per_s_b{batch}"] = round(generated / hf_s, 1)
         result[f"speedup_b{batch}"] = round(hf_s / janus_s, 2)
         result[f"identical_greedy_rows_b{batch}"] = float(same)
+    result["loadavg_after_decode"] = [round(x, 2) for x in os.getloadavg()]
     result.update(serve_batching(model, args.serve_tokens))
+    result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result))
 
 
 def serve_batching(model: Mistral, max_tokens: int) -> dict:
-    """janus-serve per-wave batching: 32 greedy chat requests one after another vs all at once."""
+    """janus-serve: 32 greedy chat requests one after another vs all at once (continuous batching)."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     import openai
 
-    from janus_jax.serve.cli import build_server
+    from janus_jax.serve.build import build_server
     from janus_jax.serve.loading import LoadedModel
     from janus_jax.tokenizer import load_tokenizer
 
-    server = build_server(LoadedModel(model, load_tokenizer(), "bench"), port=0, max_batch=32)
+    server = build_server(LoadedModel(model, load_tokenizer(), "bench"), port=0, max_batch=32, log_requests=False)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=600)
 
@@ -136,7 +143,7 @@ def serve_batching(model: Mistral, max_tokens: int) -> dict:
         start = time.perf_counter()
         sequential = sum(ask(i) for i in range(32))
         sequential_s = time.perf_counter() - start
-        waves = server.engine.stats.waves
+        chunks = server.engine.stats.chunks
         start = time.perf_counter()
         with ThreadPoolExecutor(32) as pool:
             concurrent = sum(pool.map(ask, range(32)))
@@ -145,7 +152,7 @@ def serve_batching(model: Mistral, max_tokens: int) -> dict:
             "serve_max_tokens": max_tokens,
             "serve_tokens_per_s_sequential": round(sequential / sequential_s, 1),
             "serve_tokens_per_s_concurrent32": round(concurrent / concurrent_s, 1),
-            "serve_waves_for_32_concurrent": server.engine.stats.waves - waves,
+            "serve_decode_chunks_for_32_concurrent": server.engine.stats.chunks - chunks,
         }
     finally:
         server.shutdown()

@@ -71,7 +71,7 @@ def janus_serve(checkpoint: str | Path, model_name: str, startup_timeout_s: floa
     The server's output is inherited, so start-up errors are visible.
     """
     port = free_port()
-    command = [sys.executable, "-m", "janus_jax.serve.cli", "--checkpoint", str(checkpoint), "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "janus_jax.cli.serve", "--model", str(checkpoint), "--host", "127.0.0.1",
                "--port", str(port), "--model-name", model_name, *(extra_args or [])]
     process = subprocess.Popen(command)
     base_url = f"http://127.0.0.1:{port}/v1"

@@ -122,14 +122,16 @@ def attention_scores_bytes(run) -> int:
 def model_flops_per_step(cfg: ConfigDict) -> float:
     """Analytic FLOPs of one optimizer step over the whole batch: 6·N per token plus attention
     (janus_jax.train.metrics), both sides of a pair, and the forward pass of a frozen reference."""
-    from janus_jax.train.data_setup import PAIR_OBJECTIVES
+    from janus_jax.objectives import get_objective
     from janus_jax.train.metrics import train_flops_per_token
-    from janus_jax.train.trainer import model_config
+    from janus_jax.train.run import model_config, reference_mode
 
+    objective = get_objective(cfg.objective)
     seq = int(cfg.data.seq_len)
-    tokens = int(cfg.train.global_batch_size) * seq * (2 if cfg.objective in PAIR_OBJECTIVES else 1)
-    per_token = train_flops_per_token(model_config(cfg), seq, 0.0 if cfg.objective == "rm" else 1.0)
-    if cfg.objective == "dpo" and cfg.dpo.reference == "model":
+    tokens = int(cfg.train.global_batch_size) * seq * (2 if objective.pairs else 1)
+    scored = 0.0 if objective.name == "rm" else 1.0  # the reward model runs no LM head
+    per_token = train_flops_per_token(model_config(cfg), seq, scored)
+    if reference_mode(cfg, objective) == "model":
         per_token *= 4 / 3  # + a forward pass (2 of the 6) through the reference
     return per_token * tokens
 

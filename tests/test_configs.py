@@ -16,11 +16,21 @@ PRESETS = {
     "rm": ["tiny", "janus_rm_7b", "janus_rm_7b_helpful"],
     "simpo": ["tiny", "janus_simpo_7b"],
 }
+EXPERIMENTS = {"repro": ["generic", "sm1", "sm2", "sm3"]}  # SFT on the synthetic world (make repro), tiny model
 
 
 def test_every_config_file_is_covered():
     files = {p.stem for p in (REPO / "configs").glob("*.py")} - {"__init__", "common"}
-    assert files == set(PRESETS)
+    assert files == set(PRESETS) | set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("preset", EXPERIMENTS["repro"])
+def test_repro_conditions_share_model_steps_and_held_out_split(preset):
+    cfg = importlib.import_module("configs.repro").get_config(preset)
+    base = importlib.import_module("configs.repro").get_config("sm3")
+    assert cfg.objective == "sft" and model_config(cfg) == model_config(base)
+    assert (cfg.train.max_steps, cfg.train.seed, cfg.data.eval_source) == (
+        base.train.max_steps, base.train.seed, base.data.eval_source)
 
 
 @pytest.mark.parametrize("name,preset", [(n, p) for n, presets in PRESETS.items() for p in presets])

@@ -114,6 +114,7 @@ def test_attention_gradients_match_autodiff_on_packed_rows_with_padding(window, 
     _close(ours, want, 1e-5)
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: run by make test-all
 def test_causal_blocks_mask_keys_after_the_query_index_and_need_square_attention():
     """Blocking skips the keys after each block, so the blocked path is causal by index by definition."""
     kq, kk, kv = jax.random.split(jax.random.key(4), 3)

@@ -10,7 +10,7 @@ from flax import nnx
 
 from data_gen.cli import main
 from janus_jax.model import Mistral, MistralConfig
-from janus_jax.serve.cli import build_server
+from janus_jax.serve.build import build_server
 from janus_jax.serve.loading import LoadedModel
 from janus_jax.tokenizer import load_tokenizer
 

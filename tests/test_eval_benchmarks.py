@@ -187,6 +187,8 @@ def test_alpaca_eval_from_answer_file(tmp_path):
                     str(tmp_path / "ae"),
                     "--limit",
                     "12",
+                    "--annotator",
+                    "discrete",
                     "--quiet",
                 ]
             )

@@ -72,6 +72,7 @@ def test_packed_rows_equal_separate_documents():
     np.testing.assert_allclose(out[0, 40:70], np.asarray(model(doc_b[None]))[0], atol=1e-5)
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: run by make test-all
 def test_scanned_equals_unrolled_and_remat():
     cfg = MistralConfig.tiny(vocab_size=256, num_hidden_layers=3)
     ids = _ids(256, 2, 33)

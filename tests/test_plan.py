@@ -109,6 +109,7 @@ def test_a_batch_that_does_not_split_over_the_mesh_is_named_not_a_raw_sharding_e
     assert "the global batch of 8 (train.global_batch_size) does not split over 16 data shards" in row["error"]
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: run by make test-all
 def test_cli_plans_each_target_in_its_own_process():
     proc = subprocess.run(
         [

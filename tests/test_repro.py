@@ -107,9 +107,9 @@ def test_report_rebuilds_from_generations_alone(tmp_path):
 
 def test_eval_judge_join_and_report_over_real_http(tmp_path):
     """The chain after training: python -m eval -> rule judge over HTTP -> generations.jsonl -> report."""
-    from data_gen.world.generate import read_jsonl
     from data_gen.world.repro import evaluate_condition, generations, write_jsonl
     from eval.rule_judge import serving
+    from janus_jax.jsonio import read_jsonl
 
     settings = ReproSettings(out=tmp_path / "repro", world=WorldConfig(train_instructions=6, heldout_instructions=4),
                              conditions=("generic", "sm3"), bootstrap_rounds=50)

@@ -2,9 +2,14 @@
 
 import http.client
 import json
+import logging
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import jax
+import numpy as np
 import openai
 import pytest
 from flax import nnx
@@ -12,9 +17,10 @@ from flax import nnx
 from janus_jax.model import Mistral, MistralConfig
 from janus_jax.prompts import render_prompt_ids
 from janus_jax.sample import Sampler, SamplingParams
+from janus_jax.serve.build import build_server
 from janus_jax.serve.chat import MessageError, render_chat_ids
-from janus_jax.serve.cli import build_server
 from janus_jax.serve.loading import LoadedModel
+from janus_jax.serve.protocol import alternative_strings
 from janus_jax.tokenizer import load_tokenizer
 
 KEY = "test-key-123"
@@ -36,7 +42,7 @@ def model():
 def server(model, tokenizer):
     loaded = LoadedModel(model=model, tokenizer=tokenizer, name=MODEL)
     srv = build_server(
-        loaded, port=0, api_key=KEY, max_tokens=64, max_n=8, max_batch=32, max_body_bytes=64 * 1024, chunk_tokens=4
+        loaded, port=0, api_key=KEY, max_tokens=240, max_n=8, max_batch=32, max_body_bytes=64 * 1024, chunk_tokens=4
     )
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -131,12 +137,12 @@ def test_completions_and_models_endpoints(client, server):
 
 
 def test_32_concurrent_requests_complete_in_shared_batches(client, server):
-    waves_before = server.engine.stats.waves
+    chunks_before = server.engine.stats.chunks
     with ThreadPoolExecutor(32) as pool:
         replies = list(pool.map(lambda i: chat(client, content=f"Question {i}?", seed=i, max_tokens=16), range(32)))
     assert len(replies) == 32 and all(r.choices[0].finish_reason in ("stop", "length") for r in replies)
-    assert server.engine.stats.waves - waves_before < 32  # requests were batched together
-    assert server.engine.stats.largest_wave > 1
+    assert server.engine.stats.chunks - chunks_before < 32 * 4  # rows decoded together, not one by one
+    assert server.engine.stats.largest_batch > 1
 
 
 def request(server, method, path, content, key=KEY):
@@ -173,7 +179,7 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(client, ser
     good = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     bodies = {
         "unknown_model": {**good, "model": "gpt-5"},
-        "max_tokens_over_bound": {**good, "max_tokens": 65},
+        "max_tokens_over_bound": {**good, "max_tokens": 241},
         "empty_messages": {**good, "messages": []},
         "bad_role": {**good, "messages": [{"role": "tool", "content": "x"}]},
         "negative_temperature": {**good, "temperature": -0.1},
@@ -208,3 +214,149 @@ def test_openai_client_sees_typed_errors(client, server):
     anonymous = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         chat(anonymous, max_tokens=2)
+
+
+def _raw_chat(server, i, key):
+    """One chat request on its own connection; (status, body)."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": f"Count to {i}."}], "max_tokens": 4, "seed": i}
+    return request(server, "POST", "/v1/chat/completions", json.dumps(body), key=key)
+
+
+def test_256_simultaneous_connections_are_all_served_and_auth_still_holds(server):
+    barrier = threading.Barrier(256)
+
+    def one(i):
+        barrier.wait()  # all 256 connect at once
+        return _raw_chat(server, i, key=KEY if i % 16 else "wrong-key")
+
+    with ThreadPoolExecutor(256) as pool:
+        results = list(pool.map(one, range(256)))
+    for i, (status, body) in enumerate(results):
+        if i % 16:
+            assert status == 200, body
+            assert body["choices"][0]["finish_reason"] in ("stop", "length") and body["usage"]["completion_tokens"]
+        else:
+            assert status == 401 and body["error"]["code"] == "invalid_api_key"
+
+
+def test_a_request_joins_the_running_batch_instead_of_waiting_for_it(client, server):
+    """Continuous batching: a short request sent while a long one decodes is answered first."""
+    long_stream = chat(client, content="Tell a long story.", max_tokens=200, temperature=0, stream=True)
+    first = next(iter(long_stream))  # the long request is decoding now
+    assert first.choices[0].delta.role == "assistant"
+    admitted_before = server.engine.stats.admitted_while_busy
+    short = chat(client, content="Say hi.", max_tokens=4, temperature=0)
+    rest = list(long_stream)  # the long reply goes on after the short one was answered
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 4
+    assert server.engine.stats.admitted_while_busy > admitted_before
+    assert rest[-1].choices[0].finish_reason == "length"
+    assert len([c for c in rest if c.choices and c.choices[0].delta.content]) > 1
+
+
+def test_seeded_sampling_joins_a_busy_batch_and_still_equals_the_sampler(client, model, tokenizer):
+    """Each row draws token i with its own seed and i, whenever it joined: the Sampler's tokens."""
+    extra = {"repetition_penalty": 1.1}
+    long_stream = chat(client, content="Go on and on.", max_tokens=120, temperature=0, stream=True)
+    next(iter(long_stream))
+    reply = chat(
+        client, content="A seeded reply.", max_tokens=10, temperature=0.8, top_p=0.95, seed=4, extra_body=extra
+    )
+    list(long_stream)
+    ids = render_prompt_ids(tokenizer, "You are a terse poet.", "A seeded reply.")
+    params = SamplingParams(max_new_tokens=10, temperature=0.8, top_p=0.95, seed=4, repetition_penalty=1.1)
+    expected = Sampler(model, tokenizer, eos_id=tokenizer.eos_id).generate([ids], params)[0]
+    assert reply.choices[0].message.content == expected.text
+
+
+def test_logprobs_and_top_logprobs_are_the_models_log_softmax(client, model, tokenizer):
+    plain = {"repetition_penalty": 1.0}  # greedy on the raw logits: each token is the argmax below
+    reply = chat(
+        client, content="Pick a word.", max_tokens=6, temperature=0, logprobs=True, top_logprobs=5, extra_body=plain
+    )
+    content = reply.choices[0].logprobs.content
+    assert len(content) == reply.usage.completion_tokens == 6
+    prompt = render_prompt_ids(tokenizer, "You are a terse poet.", "Pick a word.")
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda state, x: jax.nn.log_softmax(nnx.merge(graphdef, state)(x)[0]))
+    ids = list(prompt)
+    for k, entry in enumerate(content):  # one uncached forward pass per token, padded at the end
+        padded = np.zeros((1, 64), np.int32)
+        padded[0, : len(ids)] = ids
+        logsoftmax = np.asarray(forward(state, padded)[len(ids) - 1])
+        top5 = np.argsort(-logsoftmax)[:5]
+        assert entry.logprob == pytest.approx(logsoftmax[top5[0]], abs=1e-4)
+        assert [t.logprob for t in entry.top_logprobs] == pytest.approx(logsoftmax[top5].tolist(), abs=1e-4)
+        assert [t.token for t in entry.top_logprobs] == alternative_strings(
+            tokenizer, ids[len(prompt) :], k, top5.tolist()
+        )
+        assert entry.top_logprobs[0].token == entry.token
+        ids.append(int(top5[0]))
+    out = client.completions.create(
+        model=MODEL, prompt="Once upon", max_tokens=4, temperature=0, logprobs=3, extra_body=plain
+    )
+    lp = out.choices[0].logprobs
+    assert len(lp.tokens) == 4
+    assert all(len(alts) <= 3 and t in alts for t, alts in zip(lp.tokens, lp.top_logprobs, strict=True))
+
+
+def test_top_logprobs_without_logprobs_is_refused(client):
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+        chat(client, max_tokens=2, top_logprobs=3)
+
+
+def test_clients_that_vanish_leave_no_traceback_and_free_their_slots(server, client, caplog):
+    host, port = server.server_address
+    caplog.set_level(logging.INFO)
+    # Mid-body: headers announce 1000 bytes, 10 arrive, the connection closes.
+    with socket.create_connection((host, port)) as s:
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + KEY.encode() + b'\r\nContent-Length: 1000\r\n\r\n{"model": '
+        )
+    # Mid-stream: the first event arrives, then the client leaves a 200-token reply.
+    with socket.create_connection((host, port)) as s:
+        body = json.dumps(
+            {"model": MODEL, "messages": [{"role": "user", "content": "Talk."}], "max_tokens": 200, "stream": True}
+        ).encode()
+        head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        head += f"Authorization: Bearer {KEY}\r\nContent-Length: {len(body)}\r\n\r\n"
+        s.sendall(head.encode() + body)
+        received = b""
+        while b"data: " not in received:
+            received += s.recv(4096)
+    deadline = time.monotonic() + 60
+    while server.engine.busy_rows and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.engine.busy_rows == 0  # the abandoned reply's slot was freed
+    assert chat(client, max_tokens=2).choices[0].finish_reason in ("stop", "length")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    gone = [
+        r.getMessage() for r in caplog.records if r.name == "janus_jax.serve.requests" and " 499 " in r.getMessage()
+    ]
+    assert len(gone) == 2
+
+
+def test_one_log_line_per_request_without_key_or_prompt(client, caplog):
+    caplog.set_level(logging.INFO, logger="janus_jax.serve.requests")
+    chat(client, content="A secret prompt text.", max_tokens=3, temperature=0)
+    deadline = time.monotonic() + 10  # the line is written once the response has been sent
+    while not (lines := [r.getMessage() for r in caplog.records if r.name == "janus_jax.serve.requests"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert len(lines) == 1
+    line = lines[0]
+    assert line.startswith("POST /v1/chat/completions 200 chatcmpl-") and "completion_tokens=3" in line
+    assert "secret" not in line and KEY not in line
+
+
+def test_chat_prompts_follow_the_models_template_and_its_end_marker_is_a_stop():
+    """A ChatML-trained model is served ChatML prompts (the ids training used) and replies end at <|im_end|>."""
+    from janus_jax.serve.protocol import Limits, parse_request
+
+    tok = load_tokenizer()
+    body = {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}
+    chatml = parse_request("chat", body, tok, "m", Limits(), "chatml")
+    assert chatml.prompts == [render_prompt_ids(tok, "Be brief.", "Hi", "chatml")]
+    assert chatml.params.stop == ("<|im_end|>",)
+    inst = parse_request("chat", body, tok, "m", Limits())
+    assert inst.prompts == [render_prompt_ids(tok, "Be brief.", "Hi")] and inst.params.stop == ()

@@ -227,6 +227,7 @@ def test_bad_pairs_are_reported_by_row_and_counted(tmp_path, tokenizer, caplog, 
     assert f"{fmt}.jsonl line 5 (train row 4: over_length_dropped" in logged
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: run by make test-all
 def test_orpo_lowers_the_nll_and_the_odds_ratio_loss(tmp_path, tokenizer):
     workdir = tmp_path / "orpo"
     train(tiny(orpo, tokenizer, **{"train.max_steps": 40}), workdir)
@@ -250,6 +251,7 @@ def test_simpo_recipe_learns_the_pairs_without_a_reference(tmp_path, tokenizer, 
     assert not (workdir / "reference_logps.npz").exists()
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: run by make test-all
 def test_reward_model_from_the_sft_checkpoint_ranks_its_training_pairs(tmp_path, tokenizer, sft_dir):
     """The recipe's tiny twin as is (4 epochs): SFT backbone plus a fresh scalar head, evaluated on its own pairs."""
     workdir = tmp_path / "rm"

@@ -59,6 +59,7 @@ def test_one_device_equals_eight_device_mesh(tmp_path, data_file, eight_device_r
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: run by make test-all
 def test_gradient_accumulation_is_exact(tmp_path, data_file):
     whole = tmp_path / "whole"
     micro = tmp_path / "micro"
@@ -69,6 +70,7 @@ def test_gradient_accumulation_is_exact(tmp_path, data_file):
     np.testing.assert_allclose(*grads, rtol=1e-4)
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: run by make test-all
 def test_packing_on_and_off_give_the_same_loss(tmp_path, data_file):
     """One step over the whole (small) dataset: same examples, same token-weighted loss."""
     packed = tmp_path / "packed"
@@ -117,6 +119,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: run by make test-all
 def test_two_processes_equal_one_process(tmp_path, data_file, eight_device_run):
     """Two JAX processes x 4 CPU devices (gloo collectives) == one process x 8 devices."""
     workdir = tmp_path / "two"
@@ -137,6 +140,7 @@ def test_two_processes_equal_one_process(tmp_path, data_file, eight_device_run):
     np.testing.assert_allclose(_losses(workdir), _losses(eight_device_run), rtol=1e-5)
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: run by make test-all
 def test_sigkill_and_resume_is_bitwise_exact(tmp_path, data_file):
     """Kill a CLI run after its step-2 checkpoint, rerun the same command: final parameters are
     bitwise equal to an uninterrupted run (here in-process, same devices and program)."""

@@ -32,6 +32,9 @@ LC_VARIANT = Option("lc-variant", "auto", "AlpacaEval length-controlled GLM; aut
 LC_ASSETS = Option("lc-assets", None, "directory with AlpacaEval's instruction_difficulty.csv and/or df_gamed.csv, "
                    "or 'hub' to download df_gamed.csv once (default: the Hugging Face cache, if it has it)",
                    metavar="DIR|hub")
+ANNOTATOR = Option("annotator", "weighted", "weighted: the leaderboard's annotator, from the judge's top "
+                   "log-probabilities of m/M; discrete: the judge's sampled letter, for judges without log-probs",
+                   choices=("weighted", "discrete"))
 TOP_LOGPROBS = 5  # weighted_alpaca_eval_gpt4_turbo's configs.yaml: one token, top-5 log-probabilities
 ANNOTATORS = {
     "weighted": "weighted_alpaca_eval_gpt4_turbo (preference from the judge's log-probabilities of m/M)",
@@ -39,8 +42,10 @@ ANNOTATORS = {
 }
 
 
-def judge_sampling() -> dict[str, Any]:
-    """The judge's sampling, asking for the first token's top log-probabilities (the weighted annotator)."""
+def judge_sampling(settings: RunSettings) -> dict[str, Any]:
+    """The judge's sampling; the weighted annotator asks for the first token's top log-probabilities."""
+    if settings.get(ANNOTATOR) == "discrete":
+        return dict(ALPACA_JUDGE_SAMPLING)
     return {**ALPACA_JUDGE_SAMPLING, "logprobs": True, "top_logprobs": TOP_LOGPROBS}
 
 
@@ -90,7 +95,7 @@ def judge_jobs(items: list[Item], answers: dict[str, list], settings: RunSetting
         model, base = answers[it.id][0], it.meta["baseline"]
         switched = is_switched(it.id, settings.seed)
         first, second = (model, base) if switched else (base, model)
-        jobs.append(JudgeJob({"id": it.id}, alpaca_messages(it.prompt, first, second), judge_sampling(),
+        jobs.append(JudgeJob({"id": it.id}, alpaca_messages(it.prompt, first, second), judge_sampling(settings),
                              "alpaca", {"switched": switched, "model_len": len(model)}))
     return jobs
 
@@ -152,7 +157,7 @@ BENCHMARK = Benchmark(
     parsers={"alpaca": JudgeParser(parse_alpaca_choice, from_logprobs=alpaca_preference_from_logprobs)},
     template_hash=lambda settings: alpaca_template_hash(),
     aggregate=aggregate,
-    options=(LC_VARIANT, LC_ASSETS),
+    options=(ANNOTATOR, LC_VARIANT, LC_ASSETS),
     digits=1,
     report_lines=report_lines,
     in_summary_plot=True,

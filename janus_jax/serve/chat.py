@@ -1,15 +1,16 @@
-"""Chat messages -> prompt token ids in the Janus (Mistral [INST]) template.
+"""Chat messages -> prompt token ids in the model's prompt template (`janus_jax.prompts.TEMPLATES`).
 
 A single system + user exchange is exactly `prompts.render_prompt_ids`, the prompt used in training
-and in the paper's inference code. Earlier assistant turns continue the same template that training
-uses for a response: `[INST] ... [/INST]{reply}</s>`, then the next `[INST] ... [/INST]`.
+(and, for `[INST]`, in the paper's inference code). Earlier assistant turns continue as training writes a
+response (`[INST] ... [/INST]{reply}</s>`, then the next `[INST] ... [/INST]`):
+`prompts.render_conversation_ids`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from janus_jax.prompts import prompt_text
+from janus_jax.prompts import render_conversation_ids
 from janus_jax.tokenizer import Tokenizer
 
 ROLES = ("system", "user", "assistant")
@@ -41,7 +42,7 @@ def message_text(message: Any, index: int) -> tuple[str, str]:
     return role, content
 
 
-def render_chat_ids(tok: Tokenizer, messages: Any) -> list[int]:
+def render_chat_ids(tok: Tokenizer, messages: Any, template: str = "mistral_inst") -> list[int]:
     """Prompt ids for a conversation that ends with a user message.
 
     System messages (any number, joined by newlines) go in front of the first user turn, as the
@@ -58,10 +59,4 @@ def render_chat_ids(tok: Tokenizer, messages: Any) -> list[int]:
         expected = "user" if k % 2 == 0 else "assistant"
         if role != expected:
             raise MessageError(f"user and assistant messages must alternate, starting with user (turn {k} is {role})")
-    ids = [tok.bos_id]
-    for k in range(0, len(dialogue), 2):
-        user = dialogue[k][1]
-        ids += tok.encode(prompt_text(system, user) if k == 0 else prompt_text("", user))
-        if k + 1 < len(dialogue):
-            ids += [*tok.encode(dialogue[k + 1][1]), tok.eos_id]
-    return ids
+    return render_conversation_ids(tok, system, [text for _, text in dialogue], template)

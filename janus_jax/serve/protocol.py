@@ -12,8 +12,10 @@ import secrets
 import time
 from typing import Any
 
+from janus_jax.prompts import get_template
 from janus_jax.sample import JANUS_SAMPLING, Completion, SamplingParams
 from janus_jax.serve.chat import MessageError, render_chat_ids
+from janus_jax.serve.slots import MAX_TOP_LOGPROBS
 from janus_jax.tokenizer import Tokenizer
 
 MAX_STOP_STRINGS = 4
@@ -60,6 +62,7 @@ class GenerationRequest:
     logprobs: bool
     id: str
     created: int
+    top_logprobs: int = 0  # alternatives reported per token (with logprobs)
 
     def rows(self) -> list[tuple[list[int], SamplingParams]]:
         """One (prompt, params) per choice; choice i of a request draws with seed + i."""
@@ -106,8 +109,18 @@ def _stop(body: dict) -> tuple[str, ...]:
     return tuple(stops)
 
 
-def parse_request(kind: str, body: Any, tok: Tokenizer, model_name: str, limits: Limits) -> GenerationRequest:
-    """Validate an OpenAI chat/completions body into a GenerationRequest, or raise APIError (4xx)."""
+def _template_stop(kind: str, template: str) -> tuple[str, ...]:
+    suffix = get_template(template).reply_suffix if kind == "chat" else ""
+    return (suffix,) if suffix else ()
+
+
+def parse_request(
+    kind: str, body: Any, tok: Tokenizer, model_name: str, limits: Limits, template: str = "mistral_inst"
+) -> GenerationRequest:
+    """Validate an OpenAI chat/completions body into a GenerationRequest, or raise APIError (4xx).
+
+    Chat prompts are formatted with `template`, the one the model was trained with; its reply suffix (ChatML's
+    `<|im_end|>`) is a stop string, so replies come back without it."""
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
     model = body.get("model")
@@ -128,18 +141,15 @@ def parse_request(kind: str, body: Any, tok: Tokenizer, model_name: str, limits:
 
     if kind == "chat":
         try:
-            prompts = [render_chat_ids(tok, body.get("messages"))]
+            prompts = [render_chat_ids(tok, body.get("messages"), template)]
         except MessageError as e:
             raise APIError(400, str(e), param="messages") from None
         logprobs = body.get("logprobs") or False
         if not isinstance(logprobs, bool):
             raise APIError(400, "'logprobs' must be a boolean", param="logprobs")
-        if _integer(body, "top_logprobs", 0, 0, 20):
-            raise APIError(
-                400,
-                "'top_logprobs' > 0 is not supported; logprobs of the sampled tokens are returned",
-                param="top_logprobs",
-            )
+        top = _integer(body, "top_logprobs", 0, 0, MAX_TOP_LOGPROBS)
+        if top and not logprobs:
+            raise APIError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs")
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     else:
         prompt = body.get("prompt")
@@ -148,13 +158,7 @@ def parse_request(kind: str, body: Any, tok: Tokenizer, model_name: str, limits:
             raise APIError(400, "'prompt' must be a string or a non-empty list of strings", param="prompt")
         prompts = [[tok.bos_id, *tok.encode(t)] for t in texts]
         lp = _integer(body, "logprobs", None, 0, 5)
-        if lp:
-            raise APIError(
-                400,
-                "'logprobs' > 0 (top alternatives) is not supported; use 0 for the sampled tokens",
-                param="logprobs",
-            )
-        logprobs = lp == 0
+        logprobs, top = lp is not None, lp or 0
         max_tokens = body.get("max_tokens")
 
     longest = max(len(p) for p in prompts)
@@ -190,7 +194,7 @@ def parse_request(kind: str, body: Any, tok: Tokenizer, model_name: str, limits:
             body, "repetition_penalty", JANUS_SAMPLING.repetition_penalty, 0.0, 10.0, low_open=True
         ),
         seed=secrets.randbits(32) if seed is None else seed % 2**32,
-        stop=_stop(body),
+        stop=_stop(body) + _template_stop(kind, template),
     )
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
@@ -209,6 +213,7 @@ def parse_request(kind: str, body: Any, tok: Tokenizer, model_name: str, limits:
         logprobs=logprobs,
         id=f"{prefix}-{secrets.token_hex(12)}",
         created=int(time.time()),
+        top_logprobs=top,
     )
 
 
@@ -225,20 +230,54 @@ def token_strings(tok: Tokenizer, ids: list[int]) -> list[str]:
     return out
 
 
-def chat_logprobs(tok: Tokenizer, ids: list[int], logprobs: list[float]) -> dict[str, Any]:
-    content = []
-    for s, lp in zip(token_strings(tok, ids), logprobs, strict=True):
-        content.append({"token": s, "logprob": lp, "bytes": list(s.encode()), "top_logprobs": []})
+def alternative_strings(tok: Tokenizer, ids: list[int], k: int, alternatives: list[int]) -> list[str]:
+    """The text each alternative token would have added at position k (leading space included).
+
+    Decoded after the few tokens before k rather than the whole prefix, so that twenty alternatives
+    per token stay cheap on long replies.
+    """
+    context = ids[max(0, k - 4) : k]
+    base = tok.decode(context)
+    out = []
+    for alt in alternatives:
+        text = tok.decode([*context, alt])
+        out.append(text[len(base) :] if text.startswith(base) else tok.decode([alt]))
+    return out
+
+
+def _top_entries(tok: Tokenizer, ids: list[int], top: Any, count: int) -> list[list[tuple[str, float]]]:
+    """Per token, the `count` most likely (text, log-prob) pairs; empty lists when none were asked for."""
+    if not count or top is None:
+        return [[] for _ in ids]
+    entries = []
+    for k, alternatives in enumerate(top[: len(ids)]):
+        alternatives = alternatives[:count]
+        texts = alternative_strings(tok, ids, k, [a for a, _ in alternatives])
+        entries.append([(t, lp) for t, (_, lp) in zip(texts, alternatives, strict=True)])
+    return entries
+
+
+def chat_logprobs(tok: Tokenizer, completion: Completion, count: int = 0) -> dict[str, Any]:
+    """OpenAI chat `logprobs`: each reply token with its log-prob and its `count` top alternatives."""
+    ids, content = completion.token_ids, []
+    tops = _top_entries(tok, ids, completion.top_logprobs, count)
+    for s, lp, top in zip(token_strings(tok, ids), completion.logprobs, tops, strict=True):
+        alternatives = [{"token": t, "logprob": a, "bytes": list(t.encode())} for t, a in top]
+        content.append({"token": s, "logprob": lp, "bytes": list(s.encode()), "top_logprobs": alternatives})
     return {"content": content}
 
 
-def completion_logprobs(tok: Tokenizer, ids: list[int], logprobs: list[float]) -> dict[str, Any]:
-    strings = token_strings(tok, ids)
+def completion_logprobs(tok: Tokenizer, completion: Completion, count: int = 0) -> dict[str, Any]:
+    """OpenAI legacy completions `logprobs`; `top_logprobs` maps each alternative's text to its log-prob."""
+    strings = token_strings(tok, completion.token_ids)
     offsets, at = [], 0
     for s in strings:
         offsets.append(at)
         at += len(s)
-    return {"tokens": strings, "token_logprobs": logprobs, "top_logprobs": None, "text_offset": offsets}
+    top = None
+    if count:
+        top = [dict(entries) for entries in _top_entries(tok, completion.token_ids, completion.top_logprobs, count)]
+    return {"tokens": strings, "token_logprobs": completion.logprobs, "top_logprobs": top, "text_offset": offsets}
 
 
 def usage(req: GenerationRequest, completions: list[Completion]) -> dict[str, int]:
@@ -254,14 +293,14 @@ def response_body(req: GenerationRequest, model: str, completions: list[Completi
             choice = {
                 "index": i,
                 "message": {"role": "assistant", "content": c.text},
-                "logprobs": chat_logprobs(tok, c.token_ids, c.logprobs) if req.logprobs else None,
+                "logprobs": chat_logprobs(tok, c, req.top_logprobs) if req.logprobs else None,
                 "finish_reason": c.finish_reason,
             }
         else:
             choice = {
                 "index": i,
                 "text": c.text,
-                "logprobs": completion_logprobs(tok, c.token_ids, c.logprobs) if req.logprobs else None,
+                "logprobs": completion_logprobs(tok, c, req.top_logprobs) if req.logprobs else None,
                 "finish_reason": c.finish_reason,
             }
         choices.append(choice)

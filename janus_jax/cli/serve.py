@@ -1,6 +1,6 @@
 """`janus-serve`: an OpenAI-compatible HTTP server for a janus-jax or HF Mistral model.
 
-janus-serve --hf=DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY]
+janus-serve --model=SOURCE [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--max-batch 32] [--no-log-requests]
 """
 
 from __future__ import annotations
@@ -8,43 +8,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import threading
+import sys
 
-from janus_jax.sample import Sampler
-from janus_jax.serve.engine import Engine
-from janus_jax.serve.loading import LoadedModel, add_model_args, load_from_args
-from janus_jax.serve.protocol import Limits
-from janus_jax.serve.server import MAX_BODY_BYTES, JanusServer
+from janus_jax.serve.build import build_server
+from janus_jax.serve.loading import add_model_args, load_from_args
+from janus_jax.serve.server import MAX_BODY_BYTES
 
 log = logging.getLogger("janus_jax.serve")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def build_server(
-    loaded: LoadedModel,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    api_key: str | None = None,
-    max_tokens: int = 4096,
-    max_n: int = 16,
-    max_batch: int = 32,
-    context: int | None = None,
-    max_body_bytes: int = MAX_BODY_BYTES,
-    chunk_tokens: int = 16,
-) -> JanusServer:
-    """Sampler + batching engine + HTTP server, bound but not yet serving (call serve_forever)."""
-    if max_n > max_batch:
-        raise ValueError(f"--max-n={max_n} cannot exceed --max-batch={max_batch}")
-    context = context or loaded.model.config.max_position_embeddings
-    tok = loaded.tokenizer
-    sampler = Sampler(loaded.model, tok, eos_id=tok.eos_id, pad_id=tok.pad_id, max_context=context, mesh=loaded.mesh)
-    engine = Engine(sampler, max_batch_rows=max_batch, chunk_tokens=chunk_tokens)
-    limits = Limits(max_tokens=max_tokens, max_n=max_n, context=context)
-    return JanusServer(
-        (host, port), engine, tok, loaded.name, limits=limits, api_key=api_key, max_body_bytes=max_body_bytes
-    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,9 +31,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-tokens", type=int, default=4096, help="largest max_tokens a request may ask for")
     parser.add_argument("--max-n", type=int, default=16, help="most choices (n) per request")
-    parser.add_argument("--max-batch", type=int, default=32, help="most rows decoded together")
+    parser.add_argument(
+        "--max-batch", type=int, default=32, help="decode slots: most rows decoded together (continuous batching)"
+    )
     parser.add_argument("--context", type=int, help="prompt + reply limit (default: max_position_embeddings)")
     parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES)
+    parser.add_argument(
+        "--log-requests",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log one line per request: status, token counts, latency (never the key or the prompt)",
+    )
     return parser.parse_args(argv)
 
 
@@ -81,17 +61,18 @@ def main(argv: list[str] | None = None) -> None:
         max_batch=args.max_batch,
         context=args.context,
         max_body_bytes=args.max_body_bytes,
+        log_requests=args.log_requests,
     )
     log.info("serving %s at %s/v1 (auth %s)", loaded.name, server.url, "on" if args.api_key else "off")
     try:
-        server.serve_forever()
+        server.serve_forever()  # returns on SIGINT / SIGTERM once open responses are finished
     except KeyboardInterrupt:
-        log.info("shutting down")
+        pass
     finally:
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        log.info("shutting down")
         server.engine.close()
         server.server_close()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
