@@ -45,7 +45,7 @@ setup(
         "console_scripts": [
             "janus-train=janus_jax.cli.train:main",
             "janus-export=janus_jax.cli.export:main",
-            "janus-plan=janus_jax.plan:main",
+            "janus-plan=janus_jax.cli.plan:main",
             "janus-generate=janus_jax.cli.generate:main",
             "janus-serve=janus_jax.cli.serve:main",
             "janus-precompute-ref=janus_jax.cli.precompute_ref:main",

@@ -115,7 +115,7 @@ def test_cli_plans_each_target_in_its_own_process():
         [
             sys.executable,
             "-m",
-            "janus_jax.plan",
+            "janus_jax.cli.plan",
             "--config=configs/sft.py:tiny",
             "--config.data.seq_len=64",
             "--config.model.init_from=hub/never-loaded",

@@ -13,10 +13,12 @@ from janus_jax.cli.train import parse_run_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    out = next((a.split("=", 1)[1] for a in argv if a.startswith("--out=")), None)
-    argv = [a for a in argv if not a.startswith("--out=")]
-    args, cfg = parse_run_args("janus-precompute-ref", argv, "Reference log-probs for a DPO run (--out=FILE optional).")
+    args, cfg = parse_run_args(
+        "janus-precompute-ref",
+        argv,
+        "Reference log-probs for a DPO run, computed once.",
+        extra=lambda p: p.add_argument("--out", help="file to write (default: <workdir>/reference_logps.npz)"),
+    )
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("janus_jax").setLevel(logging.INFO)
     from janus_jax.sharding import initialize_distributed
@@ -24,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
     initialize_distributed()
     try:
-        path = precompute(cfg, workdir=args.workdir, out=out)
+        path = precompute(cfg, workdir=args.workdir, out=args.out)
     except (FileNotFoundError, ValueError) as e:
         print(f"janus-precompute-ref: {e}", file=sys.stderr)
         return 2

@@ -9,14 +9,23 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 
 from janus_jax.cli.config import ConfigError, config_args, resolve_config
 
 
-def parse_run_args(prog: str, argv: list[str] | None, description: str) -> tuple[argparse.Namespace, object]:
-    """(`--workdir` and other named flags, the resolved run config) of a program that takes a run config."""
+def parse_run_args(
+    prog: str,
+    argv: list[str] | None,
+    description: str,
+    extra: Callable[[argparse.ArgumentParser], object] | None = None,
+) -> tuple[argparse.Namespace, object]:
+    """(`--workdir` and other named flags, the resolved run config) of a program that takes a run config;
+    `extra` adds the program's own flags."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    if extra is not None:
+        extra(parser)
     parser.add_argument("--config", required=True, metavar="FILE:PRESET", help="e.g. configs/sft.py:tiny")
     parser.add_argument("--workdir", help="checkpoints, metrics.jsonl, manifest.json")
     cfg_args, rest = config_args(argv)
