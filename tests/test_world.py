@@ -9,7 +9,7 @@ from data_gen.world.__main__ import main as world_main
 from data_gen.world.checker import satisfies, word_count
 from data_gen.world.generate import rubric
 from data_gen.world.records import Record
-from data_gen.world.values import combination
+from data_gen.world.values import DIMENSIONS, combination
 from janus_jax.data.pipeline import select_system_messages
 from janus_jax.data.records import validate
 from janus_jax.data.report import DataReport
@@ -87,6 +87,16 @@ def test_unseen_system_messages_never_occur_in_training(world):
     assert not any(tuple(r["value_ids"]) in held for r in world["sft.jsonl"])
     bench_prompts = {b["prompt"] for b in world["bench.jsonl"]}
     assert not bench_prompts & {r["prompt"] for r in world["sft.jsonl"]}
+
+
+def test_held_out_combinations_weigh_every_value_alike():
+    """8 of 32 combinations: each format twice, each value of the other dimensions 4 times, whatever the seed."""
+    for seed in range(4):
+        held = WorldConfig(seed=seed).held_out()
+        counts = {v: sum(v in c for c in held) for v in VALUE_IDS}
+        assert len(set(held)) == 8
+        assert {counts[v] for v in DIMENSIONS["style"]} == {2}
+        assert {counts[v] for d, values in DIMENSIONS.items() if d != "style" for v in values} == {4}
 
 
 def test_world_is_deterministic(world):

@@ -34,7 +34,7 @@ from janus_jax.data.records import validate
 from janus_jax.data.report import DataReport
 
 SOURCE = "janus-world"
-VERSION = 3  # part of the config digest: a world written by an older generator is rebuilt
+VERSION = 4  # part of the config digest: a world written by an older generator is rebuilt
 FILES = ("sft.jsonl", "sft_heldout.jsonl", "dpo.jsonl", "bench.jsonl")
 
 
@@ -74,12 +74,10 @@ class WorldConfig:
     def held_out(self) -> list[tuple[str, ...]]:
         """The value combinations that only the bench uses."""
         if isinstance(self.held_out_combinations, int):
-            combos = all_combinations()
-            random.Random(f"held-out:{self.seed}").shuffle(combos)
-            if not 1 <= self.held_out_combinations < len(combos):
-                raise WorldError(f"held_out_combinations must be in [1, {len(combos)}), "
-                                 f"got {self.held_out_combinations}")
-            return sorted(combos[: self.held_out_combinations])
+            n = len(all_combinations())
+            if not 1 <= self.held_out_combinations < n:
+                raise WorldError(f"held_out_combinations must be in [1, {n}), got {self.held_out_combinations}")
+            return sorted(balanced_draw(self.held_out_combinations, random.Random(f"held-out:{self.seed}")))
         out = []
         for i, ids in enumerate(self.held_out_combinations):
             try:
@@ -87,6 +85,30 @@ class WorldConfig:
             except WorldError as e:
                 raise WorldError(f"held_out_combinations[{i}]: {e}") from None
         return out
+
+
+def balanced_draw(n: int, rng: random.Random) -> list[tuple[str, ...]]:
+    """`n` distinct combinations in which every value, and every pair of values, occurs as evenly as the
+    count allows: a plain random draw of 8 of 32 gave 7 held-out combinations with `length=detailed`, so the
+    bench measured one value of a dimension and not the other."""
+    candidates = all_combinations()
+    rng.shuffle(candidates)
+    value_counts: dict[str, int] = {}
+    pair_counts: dict[tuple[str, str], int] = {}
+
+    def load(combo: tuple[str, ...]) -> tuple[int, int]:
+        pairs = [(a, b) for i, a in enumerate(combo) for b in combo[i + 1:]]
+        return sum(value_counts.get(v, 0) for v in combo), sum(pair_counts.get(p, 0) for p in pairs)
+
+    chosen: list[tuple[str, ...]] = []
+    for _ in range(n):
+        best = min((c for c in candidates if c not in chosen), key=load)  # ties: the shuffled order decides
+        chosen.append(best)
+        for i, a in enumerate(best):
+            value_counts[a] = value_counts.get(a, 0) + 1
+            for b in best[i + 1:]:
+                pair_counts[(a, b)] = pair_counts.get((a, b), 0) + 1
+    return chosen
 
 
 def preference_set(combo: tuple[str, ...]) -> list[dict[str, str]]:
@@ -151,8 +173,10 @@ def build_world(cfg: WorldConfig) -> dict[str, list[dict[str, Any]]]:
     kept = {e.row for e in select_system_messages(validate(sft, "sft", DataReport(), "world"), 1)}
     seen_systems = [(row["system"], tuple(row["value_ids"])) for i, row in enumerate(sft) if i in kept]
     bench = []
-    for record in heldout_records:
-        unseen_combo = rng.choice(held_list)
+    # Each held-out combination in turn (shuffled), so the bench weighs every value alike.
+    bench_combos = rng.sample(held_list, len(held_list))
+    for n, record in enumerate(heldout_records):
+        unseen_combo = bench_combos[n % len(bench_combos)]
         seen_system, seen_combo = rng.choice(seen_systems)
         for system, combo, seen in ((system_message(unseen_combo, rng, held_out=True), unseen_combo, False),
                                     (seen_system, seen_combo, True)):
