@@ -1,5 +1,6 @@
 """Best-of-N with a trained reward model: scores match RM training exactly, picks are the argmax,
-the CLI reports bad rows by line, resumes, and samples from a policy when asked."""
+the CLI reports bad rows by line, resumes, and samples from a policy when asked; the RM's second stage
+starts from the first, scalar head included."""
 
 import json
 from pathlib import Path
@@ -12,10 +13,13 @@ from configs import rm
 from janus_jax.best_of_n import RewardScorer, load_reward_model, run_settings, select_best
 from janus_jax.cli.best_of_n import main
 from janus_jax.tokenizer import load_tokenizer
+from janus_jax.train.hooks import evaluate
 from janus_jax.train.metrics import read_metrics
+from janus_jax.train.run import build_run
 from janus_jax.train.trainer import train
 
 N_PAIRS = 16  # RM-schema sample pairs used here (train and eval are the same pairs)
+HELPFUL = SAMPLES.parent.parent / rm.get_config("tiny_helpful").data.source  # the stage-2 sample pairs
 
 
 def _split_input(rm_input: str) -> tuple[str, str]:
@@ -30,15 +34,23 @@ def pairs():
     return [(*_split_input(r["input"]), r["chosen"], r["rejected"]) for r in rows]
 
 
+def _first_lines(source: Path, path: Path, n: int = N_PAIRS) -> Path:
+    path.write_text("".join(source.read_text().splitlines(keepends=True)[:n]))
+    return path
+
+
 @pytest.fixture(scope="module")
-def rm_dir(tmp_path_factory):
+def tokenizer_path(tmp_path_factory):
+    return write_sample_tokenizer(tmp_path_factory.mktemp("tok") / "samples.model")
+
+
+@pytest.fixture(scope="module")
+def rm_dir(tmp_path_factory, tokenizer_path):
     """A tiny reward model trained from scratch on the sample pairs and evaluated on the same pairs."""
     root = tmp_path_factory.mktemp("bon")
-    data = root / "pairs.jsonl"
-    data.write_text("".join((SAMPLES / "rm.jsonl").read_text().splitlines(keepends=True)[:N_PAIRS]))
-    tokenizer = write_sample_tokenizer(root / "samples.model")
-    cfg = tiny(rm, tokenizer, **{"model.init_from": "", "data.source": str(data), "data.eval_source": str(data),
-                                 "train.max_steps": 16, "train.num_epochs": 8, "optimizer.lr": 5e-3})
+    data = _first_lines(SAMPLES / "rm.jsonl", root / "pairs.jsonl")
+    cfg = tiny(rm, tokenizer_path, **{"model.init_from": "", "data.source": str(data), "data.eval_source": str(data),
+                                      "train.max_steps": 16, "train.num_epochs": 8, "optimizer.lr": 5e-3})
     train(cfg, root / "rm")
     return root / "rm"
 
@@ -75,6 +87,36 @@ def test_picks_are_the_argmax_and_batching_does_not_change_scores(scorer, pairs)
         select_best(scorer, [(system, prompt, responses), (system, prompt, [])])
     with pytest.raises(ValueError, match=r"items \[0\]: the prompt leaves no room"):
         scorer.score([(system, "word " * 200, "yes")])
+
+
+def test_tiny_two_stage_recipe_mirrors_the_7b_one():
+    stage1, stage2 = rm.get_config("tiny"), rm.get_config("tiny_helpful")
+    assert stage2.model.init_from == "runs/rm-tiny" and HELPFUL.is_file()
+    changed = {(k, f) for k in ("model", "data", "optimizer", "train") for f in stage1[k]
+               if stage1[k][f] != stage2[k][f]}
+    assert changed == {("model", "init_from"), ("data", "source")}
+
+
+def test_stage_two_starts_from_the_stage_one_reward_model_head_included(tmp_path, tokenizer_path, rm_dir, scorer):
+    """init_from a reward model restores its scalar head too: before any step, stage 2 gives stage 1's
+    rewards on the helpfulness pairs (a fresh head would give others); then stage 2 learns them."""
+    from flax import nnx
+
+    data = _first_lines(HELPFUL, tmp_path / "helpful.jsonl")
+    cfg = tiny(rm, tokenizer_path, **{"model.init_from": str(rm_dir), "data.source": str(data),
+                                      "data.eval_source": str(data), "train.max_steps": 8, "train.num_epochs": 4,
+                                      "optimizer.lr": 5e-3})
+    run = build_run(cfg)
+    initial = run.initial_params()
+    at_start = RewardScorer(nnx.merge(run.graphdef, initial), scorer.tokenizer, max_length=scorer.max_length,
+                            mesh=run.mesh)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    triples = [("", r["input"], r[side]) for r in rows for side in ("chosen", "rejected")]
+    np.testing.assert_allclose(at_start.score(triples), scorer.score(triples), rtol=1e-5, atol=1e-5)
+    before = evaluate(run, initial)
+    train(cfg, tmp_path / "stage2")
+    after = [r for r in read_metrics(tmp_path / "stage2") if "eval/loss" in r][-1]
+    assert after["eval/loss"] < before["eval/loss"] and after["eval/rewards/accuracies"] >= 0.9, (before, after)
 
 
 def _write_jsonl(path: Path, lines: list[str]) -> Path:
