@@ -2,6 +2,7 @@
 the CLI reports bad rows by line, resumes, and samples from a policy when asked; the RM's second stage
 starts from the first, scalar head included."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -97,12 +98,14 @@ def test_tiny_two_stage_recipe_mirrors_the_7b_one():
     assert changed == {("model", "init_from"), ("data", "source")}
 
 
-def test_stage_two_starts_from_the_stage_one_reward_model_head_included(tmp_path, tokenizer_path, rm_dir, scorer):
-    """init_from a reward model restores its scalar head too: before any step, stage 2 gives stage 1's
-    rewards on the helpfulness pairs (a fresh head would give others); then stage 2 learns them."""
+@pytest.fixture(scope="module")
+def stage_two(tmp_path_factory, tokenizer_path, rm_dir, scorer):
+    """The RM's second stage from `rm_dir` on helpfulness pairs: its workdir, its rewards before the first
+    step next to stage 1's on the same sequences, and its eval metrics before and after training."""
     from flax import nnx
 
-    data = _first_lines(HELPFUL, tmp_path / "helpful.jsonl")
+    root = tmp_path_factory.mktemp("stage2")
+    data = _first_lines(HELPFUL, root / "helpful.jsonl")
     cfg = tiny(rm, tokenizer_path, **{"model.init_from": str(rm_dir), "data.source": str(data),
                                       "data.eval_source": str(data), "train.max_steps": 8, "train.num_epochs": 4,
                                       "optimizer.lr": 5e-3})
@@ -112,10 +115,19 @@ def test_stage_two_starts_from_the_stage_one_reward_model_head_included(tmp_path
                             mesh=run.mesh)
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     triples = [("", r["input"], r[side]) for r in rows for side in ("chosen", "rejected")]
-    np.testing.assert_allclose(at_start.score(triples), scorer.score(triples), rtol=1e-5, atol=1e-5)
+    rewards = {"stage 2 at step 0": at_start.score(triples), "stage 1": scorer.score(triples)}
     before = evaluate(run, initial)
-    train(cfg, tmp_path / "stage2")
-    after = [r for r in read_metrics(tmp_path / "stage2") if "eval/loss" in r][-1]
+    train(cfg, root / "rm")
+    after = [r for r in read_metrics(root / "rm") if "eval/loss" in r][-1]
+    return {"dir": root / "rm", "rewards": rewards, "before": before, "after": after}
+
+
+def test_stage_two_starts_from_the_stage_one_reward_model_head_included(stage_two):
+    """init_from a reward model restores its scalar head too: before any step, stage 2 gives stage 1's
+    rewards on the helpfulness pairs (a fresh head would give others); then stage 2 learns them."""
+    rewards = stage_two["rewards"]
+    np.testing.assert_allclose(rewards["stage 2 at step 0"], rewards["stage 1"], rtol=1e-5, atol=1e-5)
+    before, after = stage_two["before"], stage_two["after"]
     assert after["eval/loss"] < before["eval/loss"] and after["eval/rewards/accuracies"] >= 0.9, (before, after)
 
 
@@ -153,14 +165,19 @@ def test_cli_resumes_after_an_interrupted_run(tmp_path, rm_dir, pairs):
     assert [json.loads(x) for x in resumed.read_text().splitlines()] == [json.loads(x) for x in done]
 
 
-def test_cli_samples_n_responses_from_a_policy(tmp_path, rm_dir, pairs):
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory) -> Path:
+    """A tiny random policy on the samples' vocabulary, as an HF directory."""
     from flax import nnx
 
     from janus_jax.hf_io import save_pretrained
     from janus_jax.model import Mistral, MistralConfig
 
-    policy = save_pretrained(Mistral(MistralConfig.tiny(vocab_size=VOCAB), rngs=nnx.Rngs(3)), tmp_path / "policy",
-                             dtype="float32")
+    return save_pretrained(Mistral(MistralConfig.tiny(vocab_size=VOCAB), rngs=nnx.Rngs(3)),
+                           tmp_path_factory.mktemp("policy") / "policy", dtype="float32")
+
+
+def test_cli_samples_n_responses_from_a_policy(tmp_path, rm_dir, pairs, policy):
     inp = _write_jsonl(tmp_path / "prompts.jsonl", [json.dumps({"system": s, "prompt": p}) for s, p, _, _ in pairs[:2]])
     outputs = []
     for name in ("a", "b"):
@@ -175,3 +192,80 @@ def test_cli_samples_n_responses_from_a_policy(tmp_path, rm_dir, pairs):
         assert len(row["responses"]) == len(row["rewards"]) == 3
         assert row["best_index"] == int(np.argmax(row["rewards"]))
     assert len({r for row in a for r in row["responses"]}) > 1  # distinct samples, not one reply copied
+
+
+def _bench_rows(pairs) -> list[dict]:
+    """Multifaceted Bench rows on the samples' system messages and questions, two rubrics each, plus one
+    row without rubrics (reported, not evaluated)."""
+    rubric = [{"criteria": f"criterion-{r}", "score_descriptions": {str(k): f"level {k}" for k in range(1, 6)}}
+              for r in range(2)]
+    rows = [{"source": "Koala", "system": s, "prompt": p, "reference_answer": c, "rubrics": rubric,
+             "preference_set": [{"dimension": d} for d in ("style", "informativeness")]} for s, p, c, _ in pairs]
+    return rows + [{"source": "Koala", "system": "x", "prompt": "no rubrics here", "reference_answer": "r"}]
+
+
+def _judge_score(response: str) -> int:
+    return 1 + int(hashlib.sha256(response.encode()).hexdigest(), 16) % 5
+
+
+def test_eval_best_of_n_samples_picks_with_the_rm_and_grades_the_picks(tmp_path, pairs, policy, stage_two, capsys):
+    """`python -m eval best-of-n multifaceted`: N samples per item from the policy, the two-stage RM's pick,
+    graded by a judge over real HTTP; the report scores exactly the picks; a killed run resumes to the same
+    result; a dry run states the calls and touches nothing; other settings in the same directory are refused."""
+    import re
+
+    from scripted_openai_server import ScriptedOpenAIServer
+
+    from eval.cli import main as eval_main
+
+    bench = _write_jsonl(tmp_path / "bench.jsonl", [json.dumps(r) for r in _bench_rows(pairs[:3])])
+    out = tmp_path / "run"
+
+    def rules(call) -> str:
+        response = re.search(r"###Response to evaluate:\n(.*?)\n\n###Reference", call.user, re.DOTALL).group(1)
+        return f"Feedback: graded. [RESULT] {_judge_score(response)}"
+
+    with ScriptedOpenAIServer(rules) as server:
+        args = ["best-of-n", "multifaceted", f"--policy={policy}", f"--rm={stage_two['dir']}", "--n=4",
+                "--max-new-tokens=6", "--batch-size=16", "--judge=judge", f"--judge-base-url={server.base_url}",
+                f"--bench-file={bench}", f"--out={out}", "--runs=1", "--rounds=50", "--quiet"]
+        assert eval_main([*args, "--dry-run"]) == 0
+        plan = capsys.readouterr().out
+        assert "12 samples = 3 items x 4" in plan and "<=6 new tokens each; temperature 1.0, top-p 0.9, " \
+            "repetition penalty 1.03" in plan and "judge (judge): 6 calls" in plan
+        assert not out.exists() and server.call_count == 0
+
+        assert eval_main(args) == 0
+        selections = [json.loads(x) for x in (out / "best_of_n" / "selections.jsonl").read_text().splitlines()]
+        judged = {re.search(r"###Response to evaluate:\n(.*?)\n\n###Reference", c.user, re.DOTALL).group(1)
+                  for c in server.calls_where(lambda c: c.model == "judge")}
+
+        assert [r["id"] for r in selections] == ["0", "1", "2"]
+        for row in selections:
+            assert len(row["responses"]) == len(row["rewards"]) == 4
+            assert row["best_index"] == int(np.argmax(row["rewards"]))
+            assert row["best_response"] == row["responses"][row["best_index"]]
+        assert judged == {row["best_response"] for row in selections}  # the judge saw the picks and only them
+        scores = json.loads((out / "scores.json").read_text())
+        assert scores["model"] == "policy-best-of-4"
+        assert scores["overall"]["value"] == pytest.approx(np.mean([_judge_score(r["best_response"])
+                                                                    for r in selections]))
+        assert scores["problems"]["bad_bench_rows"] == ["3: no rubrics (neither 'rubrics' nor 'rubric')"]
+        record = json.loads((out / "best_of_n.json").read_text())
+        assert record["settings"]["n"] == 4 and record["settings"]["sampling"]["max_new_tokens"] == 6
+        assert record["summary"]["mean_reward_of_picks"] == pytest.approx(np.mean([max(r["rewards"])
+                                                                                   for r in selections]))
+        assert (out / "report.md").is_file()
+
+        # Killed while sampling the second item, after the first was judged: the rerun samples the rest
+        # with the same seeds and grades what was missing.
+        done = (out / "best_of_n" / "selections.jsonl").read_text().splitlines(keepends=True)
+        (out / "best_of_n" / "selections.jsonl").write_text(done[0] + done[1][: len(done[1]) // 2])
+        (out / "judgments.jsonl").write_text((out / "judgments.jsonl").read_text().splitlines(keepends=True)[0])
+        (out / "scores.json").unlink()
+        assert eval_main(args) == 0
+        assert [json.loads(x) for x in (out / "best_of_n" / "selections.jsonl").read_text().splitlines()] == selections
+        assert json.loads((out / "scores.json").read_text())["overall"] == scores["overall"]
+
+        assert eval_main([*args[:4], "--n=3", *args[5:]]) == 2
+        assert "other settings (n: 4 then, 3 now)" in capsys.readouterr().err
