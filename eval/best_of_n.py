@@ -41,6 +41,7 @@ class BestOfN:
     n: int
     seed: int = 0  # sample k of item line L uses seed (seed + L * n + k)
     batch_size: int = 16  # sequences sampled or scored together
+    max_length: int = 0  # tokens per scored sequence (0: the reward model's training seq_len)
     name: str | None = None  # the name in the report (default: "<policy>-best-of-<n>")
 
     @property
@@ -82,7 +83,8 @@ def _items(bench: Benchmark, settings: RunSettings, limit: int | None) -> list[I
 
 def _record(spec: BestOfN, sampling) -> dict[str, Any]:
     """What makes two runs the same run (best_of_n.json's `settings`)."""
-    record = {"policy": str(spec.policy), "rm": str(spec.rm), "n": spec.n, "sampling": dataclasses.asdict(sampling)}
+    record = {"policy": str(spec.policy), "rm": str(spec.rm), "n": spec.n, "max_length": spec.max_length,
+              "sampling": dataclasses.asdict(sampling)}
     return json.loads(json.dumps(record))  # as stored (tuples become lists), so a resumed run compares equal
 
 
@@ -175,7 +177,7 @@ def run_best_of_n(
     _write_prompts(prompts, items)
     write_json(out / "best_of_n.json", {"settings": record})  # claims the directory before the first sample
     select_file(spec.rm, prompts, selections, policy=spec.policy, n=spec.n, sampling=sampling,
-                batch_size=spec.batch_size)
+                batch_size=spec.batch_size, max_length=spec.max_length)
     write_json(out / "best_of_n.json", {"settings": record, "summary": _write_picks(selections, picks, items)})
     model = ModelSpec(spec.model_name, responses_file=str(picks))
     return run(bench_name, out, model, judge_spec, settings, limit=limit, progress=progress)

@@ -40,6 +40,7 @@ def _add_best_of_n_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=64, help="responses sampled per item (paper: 64)")
     p.add_argument("--sampling-seed", type=int, default=0, help="sample k of item line L uses seed + L * n + k")
     p.add_argument("--batch-size", type=int, default=16, help="sequences sampled or scored together")
+    p.add_argument("--max-length", type=int, default=0, help="tokens per scored sequence (default: the RM's seq_len)")
     p.add_argument("--name", help="the name in the report (default: <policy>-best-of-<n>)")
 
 
@@ -136,7 +137,8 @@ def _cmd_best_of_n(args: argparse.Namespace) -> int:
     if args.n < 1 or args.batch_size < 1:
         raise ValueError("--n and --batch-size must be at least 1")
     settings = _settings(args, open_model=True)  # sampled here, with the repetition penalty of open models
-    spec = BestOfN(args.policy, args.rm, args.n, seed=args.sampling_seed, batch_size=args.batch_size, name=args.name)
+    spec = BestOfN(args.policy, args.rm, args.n, seed=args.sampling_seed, batch_size=args.batch_size,
+                   max_length=args.max_length, name=args.name)
     judge = _judge(args)
     if args.dry_run:
         _print_plan(plan_best_of_n(args.bench, args.out, spec, judge, settings, limit=args.limit))

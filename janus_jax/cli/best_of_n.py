@@ -4,11 +4,12 @@
     janus-best-of-n --rm=runs/rm --policy=runs/dpo --n=8 --input=prompts.jsonl --output=best.jsonl
 
 Input rows carry `prompt` (and optionally `system`) plus either a `responses` list, or, with
-`--policy`, nothing more: then N responses are sampled from the policy (any `load_model` source; the
-paper's sampling setting by default). Every output row is the input row plus `responses`, `rewards`,
-`best_index`, `best_response` and `input_line`. A rerun skips the input lines already in the output,
-and row i samples with seeds derived from (seed, i), so an interrupted and resumed run writes what one
-run would have. Malformed rows are reported by line and counted.
+`--policy`, nothing more: then N responses are sampled from the policy (any `load_model` source, prompted
+in the template it was trained with; the paper's sampling setting by default). Every output row is the
+input row plus `responses`, `rewards`, `best_index`, `best_response` and `input_line`. A rerun skips the
+input lines already in the output, and row i samples with seeds derived from (seed, i), so an interrupted
+and resumed run writes what one run would have. Malformed rows are reported by line and counted.
+`python -m eval best-of-n` runs the same job (`select_file`) on a benchmark's items.
 """
 
 from __future__ import annotations
