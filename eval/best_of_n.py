@@ -81,9 +81,14 @@ def _items(bench: Benchmark, settings: RunSettings, limit: int | None) -> list[I
     return items
 
 
+def _source(path: str) -> str:
+    """A local model as its absolute path (a resumed run may start elsewhere), a hub id as given."""
+    return str(Path(path).resolve()) if Path(path).exists() else str(path)
+
+
 def _record(spec: BestOfN, sampling) -> dict[str, Any]:
     """What makes two runs the same run (best_of_n.json's `settings`)."""
-    record = {"policy": str(spec.policy), "rm": str(spec.rm), "n": spec.n, "max_length": spec.max_length,
+    record = {"policy": _source(spec.policy), "rm": _source(spec.rm), "n": spec.n, "max_length": spec.max_length,
               "sampling": dataclasses.asdict(sampling)}
     return json.loads(json.dumps(record))  # as stored (tuples become lists), so a resumed run compares equal
 
@@ -118,6 +123,11 @@ def _complete_rows(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             break
     return rows
+
+
+def _selected_lines(selections: Path, items: list[Item]) -> set[int]:
+    """Lines of the items (1-based, bench order) already selected."""
+    return {int(r["input_line"]) for r in _complete_rows(selections)} & set(range(1, len(items) + 1))
 
 
 def _check_selections_match(selections: Path, items: list[Item]) -> None:
@@ -167,6 +177,8 @@ def run_best_of_n(
     from janus_jax.cli.best_of_n import select_file
 
     bench = get_benchmark(bench_name)
+    if judge_spec is None and bench.needs_judge(settings):
+        raise ValueError(f"{bench.name} needs a judge: pass --judge NAME")
     out = Path(out)
     items = _items(bench, settings, limit)
     sampling = _sampling(bench, items, settings, spec.seed)
@@ -176,8 +188,9 @@ def run_best_of_n(
     _check_selections_match(selections, items)
     _write_prompts(prompts, items)
     write_json(out / "best_of_n.json", {"settings": record})  # claims the directory before the first sample
-    select_file(spec.rm, prompts, selections, policy=spec.policy, n=spec.n, sampling=sampling,
-                batch_size=spec.batch_size, max_length=spec.max_length)
+    if len(_selected_lines(selections, items)) < len(items):  # else no model needs loading
+        select_file(spec.rm, prompts, selections, policy=spec.policy, n=spec.n, sampling=sampling,
+                    batch_size=spec.batch_size, max_length=spec.max_length)
     write_json(out / "best_of_n.json", {"settings": record, "summary": _write_picks(selections, picks, items)})
     model = ModelSpec(spec.model_name, responses_file=str(picks))
     return run(bench_name, out, model, judge_spec, settings, limit=limit, progress=progress)
@@ -198,7 +211,7 @@ def plan_best_of_n(
     sampling = _sampling(bench, items, settings, spec.seed)
     _check_same_run(out / "best_of_n.json", _record(spec, sampling))
     _check_selections_match(out / SUBDIR / "selections.jsonl", items)
-    selected = len(_complete_rows(out / SUBDIR / "selections.jsonl"))
+    selected = len(_selected_lines(out / SUBDIR / "selections.jsonl", items))
     model = ModelSpec(spec.model_name, responses_file=str(out / SUBDIR / "picks.jsonl"))
     result = plan(bench_name, out, model, judge_spec, settings, limit=limit)
     todo = len(items) - selected

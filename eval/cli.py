@@ -140,6 +140,8 @@ def _cmd_best_of_n(args: argparse.Namespace) -> int:
     spec = BestOfN(args.policy, args.rm, args.n, seed=args.sampling_seed, batch_size=args.batch_size,
                    max_length=args.max_length, name=args.name)
     judge = _judge(args)
+    if not args.quiet:  # sampling progress: rows written, as janus-best-of-n logs them
+        logging.getLogger("janus_jax.cli.rows").setLevel(logging.INFO)
     if args.dry_run:
         _print_plan(plan_best_of_n(args.bench, args.out, spec, judge, settings, limit=args.limit))
         return 0
