@@ -60,9 +60,10 @@ def _sampling(bench: Benchmark, items: list[Item], settings: RunSettings, seed: 
     if any(o != options[0] for o in options):
         raise ValueError(f"{bench.name}: items ask for different sampling settings; best-of-n samples all alike")
     o = options[0]
-    if int(o.get("n", 1)) != 1 or not o.get("temperature"):
-        raise ValueError(f"{bench.name} generates {'greedily' if not o.get('temperature') else 'several replies'} "
-                         "per item: best-of-n needs one sampled reply per call")
+    if not o.get("temperature"):
+        raise ValueError(f"{bench.name} answers greedily (temperature 0): its N samples would be one reply N times")
+    if int(o.get("n", 1)) != 1:
+        raise ValueError(f"{bench.name} samples {o['n']} replies per item for its own metric; best-of-n needs one")
     params = SamplingParams(
         max_new_tokens=int(o.get("max_tokens") or 1024),
         temperature=float(o["temperature"]),

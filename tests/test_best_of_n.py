@@ -4,6 +4,7 @@ starts from the first, scalar head included."""
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -212,8 +213,6 @@ def test_eval_best_of_n_samples_picks_with_the_rm_and_grades_the_picks(tmp_path,
     """`python -m eval best-of-n multifaceted`: N samples per item from the policy, the two-stage RM's pick,
     graded by a judge over real HTTP; the report scores exactly the picks; a killed run resumes to the same
     result; a dry run states the calls and touches nothing; other settings in the same directory are refused."""
-    import re
-
     from scripted_openai_server import ScriptedOpenAIServer
 
     from eval.cli import main as eval_main
@@ -269,3 +268,28 @@ def test_eval_best_of_n_samples_picks_with_the_rm_and_grades_the_picks(tmp_path,
 
         assert eval_main([*args[:4], "--n=3", *args[5:]]) == 2
         assert "other settings (n: 4 then, 3 now)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bench,why", [("mt_bench", r"items \['81', .*\] have several turns"),
+                                       ("arena_hard", r"arena_hard answers greedily \(temperature 0\)")])
+def test_eval_best_of_n_refuses_benches_it_cannot_sample(tmp_path, capsys, bench, why):
+    """Best-of-N picks one sampled reply per prompt: two-turn and greedy benchmarks are refused, before any model
+    is loaded."""
+    from eval.cli import main as eval_main
+
+    args = ["best-of-n", bench, "--policy=p/q", "--rm=r/s", "--judge=j", f"--out={tmp_path / 'run'}", "--dry-run"]
+    assert eval_main(args) == 2
+    assert re.search(why, capsys.readouterr().err)
+
+
+def test_eval_best_of_n_refuses_a_directory_of_other_items(tmp_path, pairs, capsys):
+    from eval.cli import main as eval_main
+
+    bench = _write_jsonl(tmp_path / "bench.jsonl", [json.dumps(r) for r in _bench_rows(pairs[:2])])
+    out = tmp_path / "run"
+    (out / "best_of_n").mkdir(parents=True)
+    (out / "best_of_n" / "selections.jsonl").write_text(json.dumps({"id": "7", "input_line": 1}) + "\n")
+    args = ["best-of-n", "multifaceted", "--policy=p/q", "--rm=r/s", "--judge=j", f"--bench-file={bench}",
+            f"--out={out}", "--dry-run"]
+    assert eval_main(args) == 2
+    assert "line 1 holds item '7', but the bench's item there is '0'" in capsys.readouterr().err
