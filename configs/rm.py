@@ -1,6 +1,8 @@
 """Bradley-Terry reward model (Janus-RM 7B: from Janus 7B after 1 epoch, lr 9e-6, batch 128, 1 epoch,
 seq 2048, Adam β (0.9, 0.95), 3% warmup, clip 1.0). Presets: `janus_rm_7b` (stage 1, the Multifaceted
-pairs), `janus_rm_7b_helpful` (stage 2: the stage-1 RM on 66k helpfulness pairs), `tiny`.
+pairs), `janus_rm_7b_helpful` (stage 2: the stage-1 RM, scalar head included, on 66k helpfulness pairs), and
+their CPU-sized twins `tiny` (from the tiny SFT run, on the bundled pairs) and `tiny_helpful` (from a `tiny`
+RM, on the bundled helpfulness pairs).
 
 Best-of-N with a trained reward model: `janus-best-of-n` (janus_jax/best_of_n.py).
 """
@@ -26,6 +28,12 @@ def get_config(preset: str = "tiny"):
         c.train.log_every = 5
         c.train.checkpoint_every = 100
         return c
+    if preset == "tiny_helpful":
+        # Stage 2 at toy scale, as janus_rm_7b_helpful: the stage-1 RM with stage 1's settings.
+        c = get_config("tiny")
+        c.model.init_from = "runs/rm-tiny"  # a workdir of configs/rm.py:tiny
+        c.data.source = "data/samples/rm_helpful.jsonl"
+        return c
     if preset == "janus_rm_7b":
         paper_7b(c)
         c.model.init_from = "runs/janus_7b_epoch1"  # a workdir of configs/sft.py:janus_7b_epoch1
@@ -46,4 +54,5 @@ def get_config(preset: str = "tiny"):
         c.model.init_from = "runs/janus_rm_7b"  # a workdir of configs/rm.py:janus_rm_7b
         c.data.source = "data/rm_helpful/rm_helpful.jsonl"
         return c
-    raise ValueError(f"unknown preset {preset!r} for configs/rm.py: tiny, janus_rm_7b, janus_rm_7b_helpful")
+    raise ValueError(f"unknown preset {preset!r} for configs/rm.py: tiny, tiny_helpful, janus_rm_7b, "
+                     "janus_rm_7b_helpful")

@@ -1,7 +1,9 @@
-"""``python -m eval {run, rescore, compare, alpaca-lc, build-bench}``.
+"""``python -m eval {run, best-of-n, rescore, compare, alpaca-lc, build-bench}``.
 
-``run BENCH`` has one sub-command per registered benchmark (``eval.benches.REGISTRY``), each with the
-common options below plus the benchmark's own (``python -m eval run BENCH --help``).
+``run BENCH`` and ``best-of-n BENCH`` have one sub-command per registered benchmark
+(``eval.benches.REGISTRY``), each with the common options below plus the benchmark's own
+(``python -m eval run BENCH --help``). ``best-of-n`` answers with the reward model's pick of N policy
+samples (eval/best_of_n.py) where ``run`` asks the evaluated model once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from eval.benches import benchmarks
@@ -17,7 +20,7 @@ from eval.benches.common import Benchmark, RunSettings
 from eval.stats import DEFAULT_LEVEL, DEFAULT_ROUNDS, DEFAULT_SEED
 
 
-def _add_common_run_args(p: argparse.ArgumentParser, bench: Benchmark) -> None:
+def _add_model_args(p: argparse.ArgumentParser) -> None:
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--model", help="model name at --base-url (or at OpenAI without --base-url)")
     who.add_argument("--checkpoint", metavar="DIR", help="a janus-train checkpoint, served by janus-serve for the run "
@@ -26,6 +29,22 @@ def _add_common_run_args(p: argparse.ArgumentParser, bench: Benchmark) -> None:
                    help="answers already generated (JSONL/JSON rows with id + response); with --model as its name")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint of the evaluated model (vLLM, janus-serve, ...)")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the model's API key")
+    p.add_argument("--open-model", action="store_true",
+                   help="the --base-url server accepts repetition_penalty (vLLM, janus-serve); implied by --checkpoint")
+
+
+def _add_best_of_n_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", required=True, metavar="DIR",
+                   help="the policy sampled in this process: a janus-train workdir, an HF directory or a hub id")
+    p.add_argument("--rm", required=True, metavar="DIR", help="the reward model that picks: a janus-train rm workdir")
+    p.add_argument("--n", type=int, default=64, help="responses sampled per item (paper: 64)")
+    p.add_argument("--sampling-seed", type=int, default=0, help="sample k of item line L uses seed + L * n + k")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences sampled or scored together")
+    p.add_argument("--max-length", type=int, default=0, help="tokens per scored sequence (default: the RM's seq_len)")
+    p.add_argument("--name", help="the name in the report (default: <policy>-best-of-<n>)")
+
+
+def _add_judge_and_run_args(p: argparse.ArgumentParser, bench: Benchmark) -> None:
     needs_judge = bench.needs_judge(RunSettings())
     p.add_argument("--judge", required=needs_judge, help="judge model name" + ("" if needs_judge else " (if any)"))
     p.add_argument("--judge-base-url", help="OpenAI-compatible endpoint of the judge (default: OpenAI)")
@@ -37,20 +56,22 @@ def _add_common_run_args(p: argparse.ArgumentParser, bench: Benchmark) -> None:
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="bootstrap rounds")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="interval level")
-    p.add_argument("--open-model", action="store_true",
-                   help="the --base-url server accepts repetition_penalty (vLLM, janus-serve); implied by --checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the calls and estimated cost; call nothing")
     p.add_argument("--max-new-tokens", type=int, metavar="N",
                    help="cap the evaluated model's replies at N tokens (a smoke run: not the paper's protocol)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="generate, judge, aggregate and report one benchmark")
+def _add_per_bench(sub: argparse._SubParsersAction, command: str, help: str, verbs: str,
+                   add_source_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    """`command BENCH` with one sub-command per registered benchmark: its answers' source, judge and run
+    options, then the benchmark's own options."""
+    p = sub.add_parser(command, help=help)
     per_bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     for name, bench in benchmarks().items():
-        bp = per_bench.add_parser(name, help=bench.title, description=f"{bench.title}: generate, judge, report.")
-        _add_common_run_args(bp, bench)
+        bp = per_bench.add_parser(name, help=bench.title, description=f"{bench.title}: {verbs}.")
+        add_source_args(bp)
+        _add_judge_and_run_args(bp, bench)
         for option in bench.options:
             kwargs = {"default": option.default, "help": option.help, "dest": option.dest}
             for key in ("choices", "type", "metavar"):
@@ -59,37 +80,73 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
             bp.add_argument(f"--{option.name}", **kwargs)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from eval.runner import JudgeSpec, ModelSpec, NothingUsable, plan, run
-
-    if args.checkpoint and args.responses:
-        raise SystemExit("--responses goes with --model (the name to report), not --checkpoint")
+def _settings(args: argparse.Namespace, open_model: bool) -> RunSettings:
     bench = benchmarks()[args.bench]
-    name = args.model or Path(args.checkpoint).resolve().name
-    settings = RunSettings(
-        seed=args.seed, rounds=args.rounds, level=args.level, open_model=bool(args.checkpoint or args.open_model),
+    return RunSettings(
+        seed=args.seed, rounds=args.rounds, level=args.level, open_model=open_model,
         max_new_tokens=args.max_new_tokens,
         options={option.dest: getattr(args, option.dest) for option in bench.options},
     )
+
+
+def _judge(args: argparse.Namespace):
+    from eval.runner import JudgeSpec
+
+    if not args.judge:
+        return None
+    return JudgeSpec(args.judge, base_url=args.judge_base_url, api_key_env=args.judge_api_key_env,
+                     max_reasks=args.max_reasks, concurrency=args.concurrency)
+
+
+def _report(evaluate: Callable[[], dict], out: str) -> int:
+    """Run, then print the summary; a run with no score prints what it has and exits 1."""
+    from eval.runner import NothingUsable
+
+    try:
+        scores = evaluate()
+    except NothingUsable as error:
+        summary = Path(out) / "scores.json"
+        if summary.exists():
+            _print_summary(json.loads(summary.read_text()), out)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    _print_summary(scores, out)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from eval.runner import ModelSpec, plan, run
+
+    if args.checkpoint and args.responses:
+        raise SystemExit("--responses goes with --model (the name to report), not --checkpoint")
+    name = args.model or Path(args.checkpoint).resolve().name
+    settings = _settings(args, open_model=bool(args.checkpoint or args.open_model))
     model = ModelSpec(name, base_url=args.base_url, checkpoint=args.checkpoint, responses_file=args.responses,
                       api_key_env=args.api_key_env)
-    judge = None
-    if args.judge:
-        judge = JudgeSpec(args.judge, base_url=args.judge_base_url, api_key_env=args.judge_api_key_env,
-                          max_reasks=args.max_reasks, concurrency=args.concurrency)
+    judge = _judge(args)
     if args.dry_run:
         _print_plan(plan(args.bench, args.out, model, judge, settings, limit=args.limit))
         return 0
-    try:
-        scores = run(args.bench, args.out, model, judge, settings, limit=args.limit, progress=not args.quiet)
-    except NothingUsable as error:
-        summary = Path(args.out) / "scores.json"
-        if summary.exists():
-            _print_summary(json.loads(summary.read_text()), args.out)
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    _print_summary(scores, args.out)
-    return 0
+    return _report(lambda: run(args.bench, args.out, model, judge, settings, limit=args.limit,
+                               progress=not args.quiet), args.out)
+
+
+def _cmd_best_of_n(args: argparse.Namespace) -> int:
+    from eval.best_of_n import BestOfN, plan_best_of_n, run_best_of_n
+
+    if args.n < 1 or args.batch_size < 1:
+        raise ValueError("--n and --batch-size must be at least 1")
+    settings = _settings(args, open_model=True)  # sampled here, with the repetition penalty of open models
+    spec = BestOfN(args.policy, args.rm, args.n, seed=args.sampling_seed, batch_size=args.batch_size,
+                   max_length=args.max_length, name=args.name)
+    judge = _judge(args)
+    if not args.quiet:  # sampling progress: rows written, as janus-best-of-n logs them
+        logging.getLogger("janus_jax.cli.rows").setLevel(logging.INFO)
+    if args.dry_run:
+        _print_plan(plan_best_of_n(args.bench, args.out, spec, judge, settings, limit=args.limit))
+        return 0
+    return _report(lambda: run_best_of_n(args.bench, args.out, spec, judge, settings, limit=args.limit,
+                                         progress=not args.quiet), args.out)
 
 
 def _print_plan(result: dict) -> None:
@@ -98,8 +155,17 @@ def _print_plan(result: dict) -> None:
 
     gen, judge = result["generation"], result["judge"]
     print(f"dry run: {result['benchmark']}, {result['items']} items ({result['input_problems']})")
-    print(f"  generation ({gen['model']}): {gen['calls']} calls ({gen['answered_before']} answered before), "
-          f"~{gen['prompt_tokens']} prompt + <={gen['completion_tokens']} completion tokens, {usd(gen['cost_usd'])}")
+    if "sampling" in result:  # best-of-n: sampled and scored in this process
+        bo, p = result["sampling"], result["sampling"]["params"]
+        print(f"  sampling ({bo['policy']}, in this process): {bo['samples']} samples = {bo['items_to_sample']} "
+              f"items x {bo['n']} ({bo['selected_before']} items selected before), <={p['max_new_tokens']} new "
+              f"tokens each; temperature {p['temperature']}, top-p {p['top_p']}, repetition penalty "
+              f"{p['repetition_penalty']}, seed {p['seed']}")
+        print(f"  reward model ({bo['rm']}): {bo['samples']} scores, the highest of each item's {bo['n']} kept")
+    else:
+        print(f"  generation ({gen['model']}): {gen['calls']} calls ({gen['answered_before']} answered before), "
+              f"~{gen['prompt_tokens']} prompt + <={gen['completion_tokens']} completion tokens, "
+              f"{usd(gen['cost_usd'])}")
     print(f"  judge ({judge['model']}): {judge['calls']} calls, ~{judge['prompt_tokens']} prompt + "
           f"<={judge['completion_tokens']} completion tokens, {usd(judge['cost_usd'])}")
     print("  estimates: ~4 characters per token; answers and judge replies at their max_tokens (an upper bound); "
@@ -159,7 +225,10 @@ def _cmd_alpaca_lc(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval", description="Judged benchmarks, statistics and reports.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_run(sub)
+    _add_per_bench(sub, "run", "generate, judge, aggregate and report one benchmark", "generate, judge, report",
+                   _add_model_args)
+    _add_per_bench(sub, "best-of-n", "sample N answers per item from a policy, keep the reward model's pick, judge "
+                   "and report (the paper's Best-of-N)", "best-of-N sampling, judge, report", _add_best_of_n_args)
     p = sub.add_parser("rescore", help="re-parse stored judge replies and re-aggregate (no LLM calls)")
     p.add_argument("dirs", nargs="+", metavar="DIR")
     p = sub.add_parser("compare", help="put several run directories side by side in one report")
@@ -175,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     add_build_bench(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    commands = {"run": _cmd_run, "rescore": _cmd_rescore, "compare": _cmd_compare, "alpaca-lc": _cmd_alpaca_lc}
+    commands = {"run": _cmd_run, "best-of-n": _cmd_best_of_n, "rescore": _cmd_rescore, "compare": _cmd_compare,
+                "alpaca-lc": _cmd_alpaca_lc}
     try:
         if args.command in commands:
             return commands[args.command](args)

@@ -1,7 +1,10 @@
 """Best-of-N with a trained reward model: scores match RM training exactly, picks are the argmax,
-the CLI reports bad rows by line, resumes, and samples from a policy when asked."""
+the CLI reports bad rows by line, resumes, and samples from a policy when asked; the RM's second stage
+starts from the first, scalar head included."""
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +15,13 @@ from configs import rm
 from janus_jax.best_of_n import RewardScorer, load_reward_model, run_settings, select_best
 from janus_jax.cli.best_of_n import main
 from janus_jax.tokenizer import load_tokenizer
+from janus_jax.train.hooks import evaluate
 from janus_jax.train.metrics import read_metrics
+from janus_jax.train.run import build_run
 from janus_jax.train.trainer import train
 
 N_PAIRS = 16  # RM-schema sample pairs used here (train and eval are the same pairs)
+HELPFUL = SAMPLES.parent.parent / rm.get_config("tiny_helpful").data.source  # the stage-2 sample pairs
 
 
 def _split_input(rm_input: str) -> tuple[str, str]:
@@ -30,15 +36,23 @@ def pairs():
     return [(*_split_input(r["input"]), r["chosen"], r["rejected"]) for r in rows]
 
 
+def _first_lines(source: Path, path: Path, n: int = N_PAIRS) -> Path:
+    path.write_text("".join(source.read_text().splitlines(keepends=True)[:n]))
+    return path
+
+
 @pytest.fixture(scope="module")
-def rm_dir(tmp_path_factory):
+def tokenizer_path(tmp_path_factory):
+    return write_sample_tokenizer(tmp_path_factory.mktemp("tok") / "samples.model")
+
+
+@pytest.fixture(scope="module")
+def rm_dir(tmp_path_factory, tokenizer_path):
     """A tiny reward model trained from scratch on the sample pairs and evaluated on the same pairs."""
     root = tmp_path_factory.mktemp("bon")
-    data = root / "pairs.jsonl"
-    data.write_text("".join((SAMPLES / "rm.jsonl").read_text().splitlines(keepends=True)[:N_PAIRS]))
-    tokenizer = write_sample_tokenizer(root / "samples.model")
-    cfg = tiny(rm, tokenizer, **{"model.init_from": "", "data.source": str(data), "data.eval_source": str(data),
-                                 "train.max_steps": 16, "train.num_epochs": 8, "optimizer.lr": 5e-3})
+    data = _first_lines(SAMPLES / "rm.jsonl", root / "pairs.jsonl")
+    cfg = tiny(rm, tokenizer_path, **{"model.init_from": "", "data.source": str(data), "data.eval_source": str(data),
+                                      "train.max_steps": 16, "train.num_epochs": 8, "optimizer.lr": 5e-3})
     train(cfg, root / "rm")
     return root / "rm"
 
@@ -77,6 +91,47 @@ def test_picks_are_the_argmax_and_batching_does_not_change_scores(scorer, pairs)
         scorer.score([(system, "word " * 200, "yes")])
 
 
+def test_tiny_two_stage_recipe_mirrors_the_7b_one():
+    stage1, stage2 = rm.get_config("tiny"), rm.get_config("tiny_helpful")
+    assert stage2.model.init_from == "runs/rm-tiny" and HELPFUL.is_file()
+    changed = {(k, f) for k in ("model", "data", "optimizer", "train") for f in stage1[k]
+               if stage1[k][f] != stage2[k][f]}
+    assert changed == {("model", "init_from"), ("data", "source")}
+
+
+@pytest.fixture(scope="module")
+def stage_two(tmp_path_factory, tokenizer_path, rm_dir, scorer):
+    """The RM's second stage from `rm_dir` on helpfulness pairs: its workdir, its rewards before the first
+    step next to stage 1's on the same sequences, and its eval metrics before and after training."""
+    from flax import nnx
+
+    root = tmp_path_factory.mktemp("stage2")
+    data = _first_lines(HELPFUL, root / "helpful.jsonl")
+    cfg = tiny(rm, tokenizer_path, **{"model.init_from": str(rm_dir), "data.source": str(data),
+                                      "data.eval_source": str(data), "train.max_steps": 8, "train.num_epochs": 4,
+                                      "optimizer.lr": 5e-3})
+    run = build_run(cfg)
+    initial = run.initial_params()
+    at_start = RewardScorer(nnx.merge(run.graphdef, initial), scorer.tokenizer, max_length=scorer.max_length,
+                            mesh=run.mesh)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    triples = [("", r["input"], r[side]) for r in rows for side in ("chosen", "rejected")]
+    rewards = {"stage 2 at step 0": at_start.score(triples), "stage 1": scorer.score(triples)}
+    before = evaluate(run, initial)
+    train(cfg, root / "rm")
+    after = [r for r in read_metrics(root / "rm") if "eval/loss" in r][-1]
+    return {"dir": root / "rm", "rewards": rewards, "before": before, "after": after}
+
+
+def test_stage_two_starts_from_the_stage_one_reward_model_head_included(stage_two):
+    """init_from a reward model restores its scalar head too: before any step, stage 2 gives stage 1's
+    rewards on the helpfulness pairs (a fresh head would give others); then stage 2 learns them."""
+    rewards = stage_two["rewards"]
+    np.testing.assert_allclose(rewards["stage 2 at step 0"], rewards["stage 1"], rtol=1e-5, atol=1e-5)
+    before, after = stage_two["before"], stage_two["after"]
+    assert after["eval/loss"] < before["eval/loss"] and after["eval/rewards/accuracies"] >= 0.9, (before, after)
+
+
 def _write_jsonl(path: Path, lines: list[str]) -> Path:
     path.write_text("".join(line + "\n" for line in lines))
     return path
@@ -111,14 +166,19 @@ def test_cli_resumes_after_an_interrupted_run(tmp_path, rm_dir, pairs):
     assert [json.loads(x) for x in resumed.read_text().splitlines()] == [json.loads(x) for x in done]
 
 
-def test_cli_samples_n_responses_from_a_policy(tmp_path, rm_dir, pairs):
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory) -> Path:
+    """A tiny random policy on the samples' vocabulary, as an HF directory."""
     from flax import nnx
 
     from janus_jax.hf_io import save_pretrained
     from janus_jax.model import Mistral, MistralConfig
 
-    policy = save_pretrained(Mistral(MistralConfig.tiny(vocab_size=VOCAB), rngs=nnx.Rngs(3)), tmp_path / "policy",
-                             dtype="float32")
+    return save_pretrained(Mistral(MistralConfig.tiny(vocab_size=VOCAB), rngs=nnx.Rngs(3)),
+                           tmp_path_factory.mktemp("policy") / "policy", dtype="float32")
+
+
+def test_cli_samples_n_responses_from_a_policy(tmp_path, rm_dir, pairs, policy):
     inp = _write_jsonl(tmp_path / "prompts.jsonl", [json.dumps({"system": s, "prompt": p}) for s, p, _, _ in pairs[:2]])
     outputs = []
     for name in ("a", "b"):
@@ -133,3 +193,103 @@ def test_cli_samples_n_responses_from_a_policy(tmp_path, rm_dir, pairs):
         assert len(row["responses"]) == len(row["rewards"]) == 3
         assert row["best_index"] == int(np.argmax(row["rewards"]))
     assert len({r for row in a for r in row["responses"]}) > 1  # distinct samples, not one reply copied
+
+
+def _bench_rows(pairs) -> list[dict]:
+    """Multifaceted Bench rows on the samples' system messages and questions, two rubrics each, plus one
+    row without rubrics (reported, not evaluated)."""
+    rubric = [{"criteria": f"criterion-{r}", "score_descriptions": {str(k): f"level {k}" for k in range(1, 6)}}
+              for r in range(2)]
+    rows = [{"source": "Koala", "system": s, "prompt": p, "reference_answer": c, "rubrics": rubric,
+             "preference_set": [{"dimension": d} for d in ("style", "informativeness")]} for s, p, c, _ in pairs]
+    return rows + [{"source": "Koala", "system": "x", "prompt": "no rubrics here", "reference_answer": "r"}]
+
+
+def _judge_score(response: str) -> int:
+    return 1 + int(hashlib.sha256(response.encode()).hexdigest(), 16) % 5
+
+
+def test_eval_best_of_n_samples_picks_with_the_rm_and_grades_the_picks(tmp_path, pairs, policy, stage_two, capsys):
+    """`python -m eval best-of-n multifaceted`: N samples per item from the policy, the two-stage RM's pick,
+    graded by a judge over real HTTP; the report scores exactly the picks; a killed run resumes to the same
+    result; a dry run states the calls and touches nothing; other settings in the same directory are refused."""
+    from scripted_openai_server import ScriptedOpenAIServer
+
+    from eval.cli import main as eval_main
+
+    bench = _write_jsonl(tmp_path / "bench.jsonl", [json.dumps(r) for r in _bench_rows(pairs[:3])])
+    out = tmp_path / "run"
+
+    def rules(call) -> str:
+        response = re.search(r"###Response to evaluate:\n(.*?)\n\n###Reference", call.user, re.DOTALL).group(1)
+        return f"Feedback: graded. [RESULT] {_judge_score(response)}"
+
+    with ScriptedOpenAIServer(rules) as server:
+        args = ["best-of-n", "multifaceted", f"--policy={policy}", f"--rm={stage_two['dir']}", "--n=4",
+                "--max-new-tokens=6", "--batch-size=16", "--judge=judge", f"--judge-base-url={server.base_url}",
+                f"--bench-file={bench}", f"--out={out}", "--runs=1", "--rounds=50", "--quiet"]
+        assert eval_main([*args, "--dry-run"]) == 0
+        plan = capsys.readouterr().out
+        assert "12 samples = 3 items x 4" in plan and "<=6 new tokens each; temperature 1.0, top-p 0.9, " \
+            "repetition penalty 1.03" in plan and "judge (judge): 6 calls" in plan
+        assert not out.exists() and server.call_count == 0
+
+        assert eval_main(args) == 0
+        selections = [json.loads(x) for x in (out / "best_of_n" / "selections.jsonl").read_text().splitlines()]
+        judged = {re.search(r"###Response to evaluate:\n(.*?)\n\n###Reference", c.user, re.DOTALL).group(1)
+                  for c in server.calls_where(lambda c: c.model == "judge")}
+
+        assert [r["id"] for r in selections] == ["0", "1", "2"]
+        for row in selections:
+            assert len(row["responses"]) == len(row["rewards"]) == 4
+            assert row["best_index"] == int(np.argmax(row["rewards"]))
+            assert row["best_response"] == row["responses"][row["best_index"]]
+        assert judged == {row["best_response"] for row in selections}  # the judge saw the picks and only them
+        scores = json.loads((out / "scores.json").read_text())
+        assert scores["model"] == "policy-best-of-4"
+        assert scores["overall"]["value"] == pytest.approx(np.mean([_judge_score(r["best_response"])
+                                                                    for r in selections]))
+        assert scores["problems"]["bad_bench_rows"] == ["3: no rubrics (neither 'rubrics' nor 'rubric')"]
+        record = json.loads((out / "best_of_n.json").read_text())
+        assert record["settings"]["n"] == 4 and record["settings"]["sampling"]["max_new_tokens"] == 6
+        assert record["summary"]["mean_reward_of_picks"] == pytest.approx(np.mean([max(r["rewards"])
+                                                                                   for r in selections]))
+        assert (out / "report.md").is_file()
+
+        # Killed while sampling the second item, after the first was judged: the rerun samples the rest
+        # with the same seeds and grades what was missing.
+        done = (out / "best_of_n" / "selections.jsonl").read_text().splitlines(keepends=True)
+        (out / "best_of_n" / "selections.jsonl").write_text(done[0] + done[1][: len(done[1]) // 2])
+        (out / "judgments.jsonl").write_text((out / "judgments.jsonl").read_text().splitlines(keepends=True)[0])
+        (out / "scores.json").unlink()
+        assert eval_main(args) == 0
+        assert [json.loads(x) for x in (out / "best_of_n" / "selections.jsonl").read_text().splitlines()] == selections
+        assert json.loads((out / "scores.json").read_text())["overall"] == scores["overall"]
+
+        assert eval_main([*args[:4], "--n=3", *args[5:]]) == 2
+        assert "other settings (n: 4 then, 3 now)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bench,why", [("mt_bench", r"items \['81', .*\] have several turns"),
+                                       ("arena_hard", r"arena_hard answers greedily \(temperature 0\)")])
+def test_eval_best_of_n_refuses_benches_it_cannot_sample(tmp_path, capsys, bench, why):
+    """Best-of-N picks one sampled reply per prompt: two-turn and greedy benchmarks are refused, before any model
+    is loaded."""
+    from eval.cli import main as eval_main
+
+    args = ["best-of-n", bench, "--policy=p/q", "--rm=r/s", "--judge=j", f"--out={tmp_path / 'run'}", "--dry-run"]
+    assert eval_main(args) == 2
+    assert re.search(why, capsys.readouterr().err)
+
+
+def test_eval_best_of_n_refuses_a_directory_of_other_items(tmp_path, pairs, capsys):
+    from eval.cli import main as eval_main
+
+    bench = _write_jsonl(tmp_path / "bench.jsonl", [json.dumps(r) for r in _bench_rows(pairs[:2])])
+    out = tmp_path / "run"
+    (out / "best_of_n").mkdir(parents=True)
+    (out / "best_of_n" / "selections.jsonl").write_text(json.dumps({"id": "7", "input_line": 1}) + "\n")
+    args = ["best-of-n", "multifaceted", "--policy=p/q", "--rm=r/s", "--judge=j", f"--bench-file={bench}",
+            f"--out={out}", "--dry-run"]
+    assert eval_main(args) == 2
+    assert "line 1 holds item '7', but the bench's item there is '0'" in capsys.readouterr().err

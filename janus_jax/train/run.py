@@ -140,7 +140,9 @@ class Run:
     def initial_params(self):
         """Random init (seeded, created sharded), or the weights of `model.init_from`.
 
-        A reward model takes its backbone from `init_from` and a freshly initialised scalar head.
+        A reward model from a reward model (the paper's second RM stage) restores the backbone and the
+        scalar head; from a causal LM it takes the backbone and a freshly initialised head. A policy from
+        a reward model takes its backbone.
         """
         cfg, mcfg = self.cfg, self.model_config
         build = self.objective.build_model
@@ -163,8 +165,11 @@ class Run:
         loaded_params = nnx.state(loaded, nnx.Param)
         wanted_keys = set(self.param_shardings.keys())
         if set(loaded_params.keys()) == wanted_keys:
+            what = "backbone and scalar head" if "score" in wanted_keys else "weights"
+            log.info("model.init_from=%s: %s restored", source, what)
             return loaded_params
         if "score" in wanted_keys:  # a reward model from a policy: its backbone plus a fresh head
+            log.info("model.init_from=%s: a causal LM; its backbone and a new scalar head", source)
             head = jax.jit(
                 lambda: nnx.state(score_head(mcfg, nnx.Rngs(cfg.train.seed)), nnx.Param),
                 out_shardings=self.param_shardings["score"],
