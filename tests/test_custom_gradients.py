@@ -21,6 +21,12 @@ def _close(ours, want, tol):
         np.testing.assert_allclose(a, b, atol=tol * max(1.0, np.abs(b).max()), rtol=0)
 
 
+def _jit_grad(f, n_args):
+    """Gradients in one compiled program: op-by-op (eager) differentiation compiles every primitive apart,
+    which made these tiny checks take minutes on a cold compilation cache."""
+    return jax.jit(jax.grad(f, argnums=tuple(range(n_args))))
+
+
 def _head_inputs(dtype=jnp.float32, shape=(3, 10)):
     kh, kw, kt, kg = jax.random.split(jax.random.key(0), 4)
     hidden = jax.random.normal(kh, (*shape, 16), dtype)
@@ -35,9 +41,9 @@ def _check_head(hidden, kernel, targets, cotangent, scored):
         return jnp.where(scored, token_logps(jnp.einsum("btd,dv->btv", h, w), targets), 0.0)
 
     ours_fn = jax.jit(target_logps)
-    np.testing.assert_allclose(ours_fn(hidden, kernel, targets, scored), reference(hidden, kernel), atol=1e-5)
-    ours = jax.grad(lambda h, w: jnp.sum(cotangent * ours_fn(h, w, targets, scored)), argnums=(0, 1))(hidden, kernel)
-    want = jax.grad(lambda h, w: jnp.sum(cotangent * reference(h, w)), argnums=(0, 1))(hidden, kernel)
+    np.testing.assert_allclose(ours_fn(hidden, kernel, targets, scored), jax.jit(reference)(hidden, kernel), atol=1e-5)
+    ours = _jit_grad(lambda h, w: jnp.sum(cotangent * ours_fn(h, w, targets, scored)), 2)(hidden, kernel)
+    want = _jit_grad(lambda h, w: jnp.sum(cotangent * reference(h, w)), 2)(hidden, kernel)
     _close(ours, want, 1e-5)
 
 
@@ -70,18 +76,19 @@ def test_lm_head_chunk_lengths():
 def test_lm_head_bf16_inputs_follow_float32_and_bad_ids_give_nan():
     hidden, kernel, targets, _ = _head_inputs(jnp.bfloat16)
     scored = jnp.ones(targets.shape, bool)
-    ours = target_logps(hidden, kernel, targets, scored)
+    head = jax.jit(target_logps)
+    ours = head(hidden, kernel, targets, scored)
     logits = jnp.einsum("btd,dv->btv", hidden.astype(jnp.float32), kernel.astype(jnp.float32))
-    want = token_logps(logits, targets)
+    want = jax.jit(token_logps)(logits, targets)
     assert ours.dtype == jnp.float32
     np.testing.assert_allclose(ours, want, atol=1e-4)
-    grads = jax.grad(lambda h, w: target_logps(h, w, targets, scored).sum(), argnums=(0, 1))(hidden, kernel)
+    grads = _jit_grad(lambda h, w: head(h, w, targets, scored).sum(), 2)(hidden, kernel)
     assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.bfloat16]
     bad = targets.at[0, 0].set(50).at[1, 1].set(-1)
-    out = np.asarray(target_logps(hidden, kernel, bad, scored))
+    out = np.asarray(head(hidden, kernel, bad, scored))
     assert np.isnan(out[0, 0]) and np.isnan(out[1, 1]) and np.isfinite(np.delete(out.ravel(), [0, 11])).all()
     # An unscored position is 0 whatever its id.
-    assert target_logps(hidden, kernel, bad, scored.at[0, 0].set(False))[0, 0] == 0
+    assert head(hidden, kernel, bad, scored.at[0, 0].set(False))[0, 0] == 0
 
 
 def _plain_attention(q, k, v, mask):
@@ -108,9 +115,9 @@ def test_attention_gradients_match_autodiff_on_packed_rows_with_padding(window, 
     cotangent = jax.random.normal(kg, q.shape) * (segment_ids > 0)[:, :, None, None]
 
     ours_fn = jax.jit(lambda *a: attn.xla_attention(*a, mask, causal_blocks, window))
-    np.testing.assert_allclose(ours_fn(q, k, v), _plain_attention(q, k, v, mask), atol=1e-5)
-    ours = jax.grad(lambda *a: jnp.sum(cotangent * ours_fn(*a)), argnums=(0, 1, 2))(q, k, v)
-    want = jax.grad(lambda *a: jnp.sum(cotangent * _plain_attention(*a, mask)), argnums=(0, 1, 2))(q, k, v)
+    np.testing.assert_allclose(ours_fn(q, k, v), jax.jit(_plain_attention)(q, k, v, mask), atol=1e-5)
+    ours = _jit_grad(lambda *a: jnp.sum(cotangent * ours_fn(*a)), 3)(q, k, v)
+    want = _jit_grad(lambda *a: jnp.sum(cotangent * _plain_attention(*a, mask)), 3)(q, k, v)
     _close(ours, want, 1e-5)
 
 
@@ -146,9 +153,10 @@ def test_attention_with_more_keys_than_queries_matches_autodiff():
     positions = jnp.array([[6, 7, 8], [6, 7, 8]])
     kv_positions = jnp.broadcast_to(jnp.arange(9), (2, 9))
     mask = attn.attention_mask(positions, kv_positions, jnp.ones((2, 3)), jnp.ones((2, 9)), None)
-    np.testing.assert_allclose(attn.xla_attention(q, k, v, mask), _plain_attention(q, k, v, mask), atol=1e-5)
-    ours = jax.grad(lambda *a: attn.xla_attention(*a, mask).sum(), argnums=(0, 1, 2))(q, k, v)
-    want = jax.grad(lambda *a: _plain_attention(*a, mask).sum(), argnums=(0, 1, 2))(q, k, v)
+    np.testing.assert_allclose(jax.jit(attn.xla_attention)(q, k, v, mask), jax.jit(_plain_attention)(q, k, v, mask),
+                               atol=1e-5)
+    ours = _jit_grad(lambda *a: attn.xla_attention(*a, mask).sum(), 3)(q, k, v)
+    want = _jit_grad(lambda *a: _plain_attention(*a, mask).sum(), 3)(q, k, v)
     _close(ours, want, 1e-5)
 
 
@@ -167,7 +175,7 @@ def test_dense_gradients_match_dot_general(d_in, d_out):
         return jnp.sum(cotangent * jax.lax.dot_general(x, w, dims))
 
     np.testing.assert_allclose(dense_dot_general(x, w, dims), jax.lax.dot_general(x, w, dims), atol=1e-6)
-    _close(jax.jit(jax.grad(ours, argnums=(0, 1)))(x, w), jax.grad(want, argnums=(0, 1))(x, w), 1e-6)
+    _close(_jit_grad(ours, 2)(x, w), _jit_grad(want, 2)(x, w), 1e-6)
     # Anything but the plain x[..., D] · W[D, F] product goes to lax.dot_general untouched.
     batched = (((2,), (1,)), ((0,), (0,)))
     y = jax.random.normal(kw, (2, d_in, 4))
