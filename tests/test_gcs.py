@@ -217,3 +217,28 @@ def test_a_run_killed_after_its_first_gs_checkpoint_resumes_to_the_params_of_an_
     assert [r["step"] for r in read_metrics(gs_dir)] == [1, 2, 3, 4]
     assert read_manifest(gs_dir)["status"] == "completed"
     _assert_same_weights(_exported_weights(gs_dir, tmp_path / "gs"), _exported_weights(str(reference), tmp_path / "l"))
+
+
+@pytest.mark.slow  # an SFT run, a reference pass and a DPO step: about a minute on 2 cores
+def test_dpo_in_a_bucket_starts_from_a_gs_sft_run_and_reads_reference_logps_precomputed_into_its_workdir(
+    data_file, gs_dir
+):
+    from configs import dpo
+    from janus_jax.manifest import read_manifest
+    from janus_jax.train.precompute import precompute
+    from janus_jax.train.trainer import train
+
+    sft_dir, dpo_dir = f"{gs_dir}/sft", f"{gs_dir}/dpo"
+    train(tiny_sft_config(data_file, **{"train.max_steps": 1}), sft_dir)
+    cfg = dpo.get_config("tiny")
+    cfg.model.init_from = sft_dir
+    cfg.data.source = str(REPO / "data" / "samples" / "dpo.jsonl")
+    cfg.data.eval_fraction = 0.0
+    cfg.dpo.reference = "precomputed"
+    cfg.train.max_steps = 1
+    path = precompute(cfg, workdir=dpo_dir)
+    assert str(path) == f"{dpo_dir}/reference_logps.npz" and path.exists()
+    final = train(cfg, dpo_dir)
+    assert final["step"] == 1 and np.isfinite(final["loss"])
+    manifest = read_manifest(dpo_dir)
+    assert manifest["status"] == "completed" and manifest["config"]["model"]["init_from"] == sft_dir

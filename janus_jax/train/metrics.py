@@ -8,6 +8,7 @@ import math
 import os
 
 import jax
+from etils import epath
 
 from janus_jax.jsonio import Appender, read_jsonl
 from janus_jax.model import MistralConfig
@@ -85,7 +86,6 @@ class MetricsWriter:
             self._rows.close()
         if self._tb is not None:
             self._tb.close()
-            self._tb = None  # tensorboardX's gs:// writer uploads again when collected: now, not at exit
 
 
 def _clean(v):
@@ -113,9 +113,8 @@ def truncate_metrics(workdir: str | os.PathLike, step: int) -> None:
         write_atomic(path, "".join(json.dumps(r) + "\n" for r in read_metrics(workdir) if r["step"] <= step))
 
 
-def plot_loss(workdir: str | os.PathLike):
-    """loss.png beside metrics.jsonl (an `epath.Path`, or None before any train loss): train loss per step,
-    eval loss as points."""
+def plot_loss(workdir: str | os.PathLike) -> epath.Path | None:
+    """loss.png beside metrics.jsonl: train loss per step, eval loss as points."""
     workdir = to_path(workdir)
     rows = read_metrics(workdir)
     train_rows = [r for r in rows if isinstance(r.get("loss"), float)]
