@@ -219,7 +219,7 @@ def test_a_run_killed_after_its_first_gs_checkpoint_resumes_to_the_params_of_an_
     _assert_same_weights(_exported_weights(gs_dir, tmp_path / "gs"), _exported_weights(str(reference), tmp_path / "l"))
 
 
-@pytest.mark.slow  # an SFT run, a reference pass and a DPO step: about a minute on 2 cores
+@pytest.mark.slow  # an SFT run, a reference pass over 180 pairs and a DPO step: minutes on 2 cores
 def test_dpo_in_a_bucket_starts_from_a_gs_sft_run_and_reads_reference_logps_precomputed_into_its_workdir(
     data_file, gs_dir
 ):
