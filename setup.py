@@ -22,6 +22,9 @@ CORE = [
     "matplotlib>=3.8",  # loss curves and eval report plots
     "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
     "tqdm>=4.66",
+    # gs:// workdirs (janus_jax/paths.py): etils.epath reaches GCS through fsspec's gcsfs when TensorFlow is
+    # absent; it also brings google-cloud-storage, through which tensorboardX writes gs:// event files.
+    "gcsfs>=2024.2",
 ]
 
 setup(
@@ -37,7 +40,16 @@ setup(
         # torch is only the HF reference in tests; 2.13.0 is the CPU build that installs offline here.
         # jax[tpu] adds libtpu (a 213 MB wheel, as large as torch's): the TPU compiler, which janus-plan and
         # its tests run on CPU-only machines to plan TPU slices. JAX itself stays on CPU (JAX_PLATFORMS=cpu).
-        "test": ["torch==2.13.0", "jax[tpu]==0.10.2", "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
+        # gcp-storage-emulator: the local GCS that tests/test_gcs.py trains into (pinned: tests/gcs_emulator.py
+        # adds two GCS behaviours to its handlers).
+        "test": [
+            "torch==2.13.0",
+            "jax[tpu]==0.10.2",
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "ruff>=0.6",
+            "gcp-storage-emulator==2026.7.19",
+        ],
         "tpu": ["jax[tpu]==0.10.2"],
         "gpu": ["jax[cuda12]==0.10.2"],
     },

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from janus_jax.paths import LineAppender, to_path, write_atomic
+
 log = logging.getLogger(__name__)
 
 _HASH_CHUNK = 1 << 20
@@ -25,11 +27,11 @@ def read_jsonl(
     """Rows of a JSON-lines file. A bad line is an error naming file and line, unless ``skip_bad_lines``
     (for append logs, where a killed run can leave one torn line). A missing file is an error unless
     ``missing_ok`` (then it has no rows)."""
-    path = Path(path)
+    path = to_path(path)
     if missing_ok and not path.exists():
         return []
     rows = []
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -82,36 +84,22 @@ def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[dict[str, An
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Indented JSON through a temporary file and a rename; values JSON cannot hold are written as strings."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Indented JSON written whole (`janus_jax.paths.write_atomic`); values JSON cannot hold are written as strings."""
+    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 class Appender:
-    """Appends one JSON row per write() call, so a kill loses at most the row being written."""
+    """Appends one JSON row per write() call, so a kill loses at most the row being written (local or gs://)."""
 
     def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        size = os.fstat(self._fd).st_size
-        if size:
-            with open(self.path, "rb") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":  # seal a torn line left by a kill
-                    os.write(self._fd, b"\n")
+        self._lines = LineAppender(path)
+        self.path = self._lines.path
 
     def write(self, row: dict[str, Any]) -> None:
-        os.write(self._fd, (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        self._lines.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+        self._lines.close()
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -2,7 +2,7 @@
 
 A source is an HF Mistral directory, a hub id (`org/name`, resolved through the Hugging Face cache, so
 `HF_HUB_OFFLINE=1` works once it is cached), or a janus-train checkpoint (a workdir, its `checkpoints/`
-folder, or one step folder; latest step unless `step` is given). A checkpoint of the reward-model
+folder, or one step folder, local or `gs://`; latest step unless `step` is given). A checkpoint of the reward-model
 objective loads as a `RewardModel`, any other as a `Mistral`. Training (`model.init_from`), export,
 generation, serving, reference precompute and Best-of-N all load through here.
 """
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Literal
 
 from flax import nnx
 
 from janus_jax.model import Mistral, MistralConfig
 from janus_jax.model.reward import RewardModel
+from janus_jax.paths import is_url, to_path
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,13 @@ SourceKind = Literal["hf", "checkpoint"]
 
 def source_kind(source: str | os.PathLike) -> SourceKind:
     """Decide, in this one place, whether `source` is an HF model or a janus-train checkpoint."""
-    path = Path(source)
+    path = to_path(source)
     if (path / "config.json").is_file():
+        if is_url(path):
+            raise ValueError(
+                f"{source}: HF model directories are read from local disk; copy it first "
+                f"(gcloud storage cp -r {source} .) or load a janus-train workdir from gs:// instead"
+            )
         return "hf"
     if path.exists():
         from janus_jax.train.checkpoint import resolve_checkpoint_dir

@@ -23,7 +23,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from etils import epath
+
 from janus_jax.jsonio import sha256_file
+from janus_jax.paths import absolute, to_path, write_atomic
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -69,8 +72,8 @@ def config_to_dict(config: Any) -> dict:
     return resolved
 
 
-def manifest_path(workdir: str | os.PathLike) -> Path:
-    return Path(workdir) / MANIFEST_NAME
+def manifest_path(workdir: str | os.PathLike) -> epath.Path:
+    return to_path(workdir) / MANIFEST_NAME
 
 
 def read_manifest(workdir: str | os.PathLike) -> dict | None:
@@ -122,7 +125,7 @@ def check_workdir(workdir: str | os.PathLike, config: Any) -> bool:
     config is a resume (returns True). A different config, or run outputs without any manifest,
     raise ``WorkdirConflictError`` before anything is written.
     """
-    workdir = Path(workdir)
+    workdir = to_path(workdir)
     manifest = read_manifest(workdir)
     if manifest is None:
         leftovers = [name for name in _RUN_MARKERS if (workdir / name).exists()]
@@ -227,13 +230,6 @@ def data_file_record(path: str | os.PathLike) -> dict:
     return {"path": path_str, "kind": "not_local", "sha256": None}
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
 def _is_primary_process() -> bool:
     """Process 0 writes the manifest; without JAX loaded there is only one process."""
     if "jax" not in sys.modules:
@@ -256,15 +252,15 @@ def write_manifest(
     Raises ``WorkdirConflictError`` when the workdir holds a different run. On resume the first
     start time is kept and this attempt is appended to ``attempts``. Only process 0 writes.
     """
-    workdir = Path(workdir)
+    workdir = to_path(workdir)
     check_workdir(workdir, config)
     previous = read_manifest(workdir) or {}
     now = utc_now()
     attempt = {"start_time": now, "end_time": None, "status": "running", "host": socket.gethostname()}
     manifest = {
         "format_version": FORMAT_VERSION,
-        "name": workdir.resolve().name,
-        "workdir": str(workdir.resolve()),
+        "name": absolute(workdir, resolve=True).name,
+        "workdir": str(absolute(workdir, resolve=True)),
         "status": "running",
         "start_time": previous.get("start_time", now),
         "end_time": None,
@@ -279,7 +275,7 @@ def write_manifest(
         "attempts": [*previous.get("attempts", []), attempt],
     }
     if _is_primary_process():
-        _write_json_atomic(manifest_path(workdir), manifest)
+        write_atomic(manifest_path(workdir), json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -298,5 +294,5 @@ def finish_manifest(workdir: str | os.PathLike, status: str, **fields: Any) -> d
         manifest["attempts"][-1].update(end_time=now, status=status)
     manifest.update(to_jsonable(fields))
     if _is_primary_process():
-        _write_json_atomic(manifest_path(workdir), manifest)
+        write_atomic(manifest_path(workdir), json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 log = logging.getLogger(__name__)
@@ -58,15 +59,30 @@ def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...
 
 
 def make_mesh(shape: Sequence[int] = (1, -1, 1), devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A `(data, fsdp, tensor)` mesh with Auto axis types (NNX matmuls fail under Explicit ones)."""
+    """A `(data, fsdp, tensor)` mesh with Auto axis types (NNX matmuls fail under Explicit ones).
+
+    On TPU the mesh follows the chips' ICI torus (`create_device_mesh`), and an axis may span part of a
+    physical axis (`allow_split_physical_axes`), so that e.g. fsdp=32 x tensor=2 lays out on v5p-128's 4x4x4
+    torus, which `jax.make_mesh` refuses off v5e. CPU and GPU devices keep their order (GPUs sorted by id).
+    """
     devices = list(devices) if devices is not None else jax.devices()
     if -1 not in shape and 0 < math.prod(shape) < len(devices):
         log.warning("mesh %s uses %d of %d devices", tuple(shape), math.prod(shape), len(devices))
         devices = devices[: math.prod(shape)]
     sizes = resolve_mesh_shape(shape, len(devices))
+    axis_types = (AxisType.Auto,) * len(MESH_AXES)
+    if devices[0].platform == "tpu":
+        slices = {getattr(d, "slice_index", 0) for d in devices}
+        if len(slices) > 1:
+            raise ValueError(
+                f"mesh {dict(zip(MESH_AXES, sizes))}: the devices span {len(slices)} TPU slices (multislice); "
+                "janus-train lays meshes out within one slice"
+            )
+        grid = mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
+        return Mesh(grid, MESH_AXES, axis_types=axis_types)
     if devices == jax.devices():
-        return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
-    return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+        return jax.make_mesh(sizes, MESH_AXES, axis_types=axis_types)
+    return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES, axis_types=axis_types)
 
 
 def logical_to_spec(

@@ -3,18 +3,22 @@
 A checkpoint holds the train state (params, optimizer state, step) and a small JSON record of
 the model config and data position. Restores go into ShapeDtypeStructs that carry concrete
 shardings, so a run saved on one mesh restores onto another. A step that cannot be read is reported
-(step, folder, error) and set aside, and the run resumes from the newest step that can.
+(step, folder, error) and set aside, and the run resumes from the newest step that can. Folders are
+local or `gs://` (janus_jax.paths).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+from janus_jax.paths import absolute
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +26,7 @@ log = logging.getLogger(__name__)
 class CheckpointReadError(RuntimeError):
     """A checkpoint step exists but cannot be restored (torn write, missing or corrupt files)."""
 
-    def __init__(self, step_dir: Path, error: BaseException):
+    def __init__(self, step_dir: epath.Path, error: BaseException):
         self.step_dir = step_dir
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         super().__init__(f"checkpoint {step_dir} cannot be read: {type(error).__name__}: {detail[:500]}")
@@ -31,8 +35,8 @@ class CheckpointReadError(RuntimeError):
 class Checkpointer:
     """Thin wrapper over `ocp.CheckpointManager` with the project's layout (workdir/checkpoints)."""
 
-    def __init__(self, directory: str | Path, *, keep: int = 3, async_save: bool = True):
-        self.directory = Path(directory).absolute()
+    def __init__(self, directory: str | os.PathLike, *, keep: int = 3, async_save: bool = True):
+        self.directory = absolute(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -81,6 +85,10 @@ class Checkpointer:
         if jax.process_index() == 0:
             step_dir = self.directory / str(step)
             step_dir.rename(step_dir.with_name(f"{step}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}"))
+        if jax.process_count() > 1:  # on gs:// a rename copies every file: all hosts wait for it
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
         self._manager.reload()
 
     def read_meta(self, step: int | None = None) -> dict:
@@ -101,9 +109,9 @@ def abstract_with_shardings(shapes: Any, shardings: Any) -> Any:
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
 
 
-def resolve_checkpoint_dir(path: str | Path) -> tuple[Path, int | None]:
+def resolve_checkpoint_dir(path: str | os.PathLike) -> tuple[epath.Path, int | None]:
     """Accept a workdir, its checkpoints/ folder, or one step folder; return (checkpoints dir, step)."""
-    path = Path(path).absolute()
+    path = absolute(path)
     if (path / "checkpoints").is_dir():
         return path / "checkpoints", None
     if path.name.isdigit() and (path / "state").exists():
@@ -111,7 +119,7 @@ def resolve_checkpoint_dir(path: str | Path) -> tuple[Path, int | None]:
     return path, None
 
 
-def restore_params(path: str | Path, *, step: int | None = None, mesh=None):
+def restore_params(path: str | os.PathLike, *, step: int | None = None, mesh=None):
     """(params, stored MistralConfig, is_reward_model) of a training checkpoint, parameters only.
 
     `step` defaults to the step folder given, else the latest. The optimizer state is not read.

@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from pathlib import Path
 from typing import Any, Protocol
 
 import jax
 import numpy as np
+from etils import epath
 
 from janus_jax.objectives.base import real_tokens
 from janus_jax.train.metrics import MetricsWriter, plot_loss, train_flops_per_token
@@ -58,7 +58,7 @@ class Hook(Protocol):
 class MetricsLog:
     """metrics.jsonl (and TensorBoard) plus the latest value of every metric, which `train` returns."""
 
-    def __init__(self, workdir: Path, enabled: bool, previous: dict[str, Any]):
+    def __init__(self, workdir: epath.Path, enabled: bool, previous: dict[str, Any]):
         self.writer = MetricsWriter(workdir, enabled=enabled)
         self.last = dict(previous)
 
@@ -175,7 +175,7 @@ class SaveCheckpoint:
 class PlotLoss:
     """loss.png beside metrics.jsonl once the last step is logged."""
 
-    def __init__(self, workdir: Path, enabled: bool):
+    def __init__(self, workdir: epath.Path, enabled: bool):
         self.workdir, self.enabled = workdir, enabled
 
     def after_step(self, ctx: StepContext) -> None:

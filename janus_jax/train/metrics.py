@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
-from pathlib import Path
+import os
 
 import jax
+from etils import epath
 
-from janus_jax.jsonio import read_jsonl
+from janus_jax.jsonio import Appender, read_jsonl
 from janus_jax.model import MistralConfig
+from janus_jax.paths import to_path, write_atomic
 
 # Dense bf16 peak FLOP/s per device, for MFU. Unknown devices (CPU) report MFU only when
 # `train.peak_flops_per_device` is set in the config.
@@ -48,17 +51,21 @@ def train_flops_per_token(cfg: MistralConfig, seq_len: int, scored_fraction: flo
 
 
 class MetricsWriter:
-    """Appends one JSON object per logged step; mirrors scalars to TensorBoard on process 0."""
+    """Appends one JSON object per logged step; mirrors scalars to TensorBoard on process 0.
 
-    def __init__(self, workdir: str | Path, enabled: bool = True):
+    The workdir may be local or `gs://` (tensorboardX writes there through google-cloud-storage).
+    """
+
+    def __init__(self, workdir: str | os.PathLike, enabled: bool = True):
         self.enabled = enabled
-        self.path = Path(workdir) / "metrics.jsonl"
+        self.path = to_path(workdir) / "metrics.jsonl"
+        self._rows: Appender | None = None  # opened at the first row
         self._tb = None
         if enabled:
             try:
                 from tensorboardX import SummaryWriter
 
-                self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+                self._tb = SummaryWriter(str(to_path(workdir) / "tensorboard"))
             except ImportError:  # TensorBoard is optional
                 self._tb = None
 
@@ -66,14 +73,17 @@ class MetricsWriter:
         if not self.enabled:
             return
         row = {"step": int(step), **{k: _clean(v) for k, v in metrics.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self._rows is None:
+            self._rows = Appender(self.path)
+        self._rows.write(row)
         if self._tb is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, int | float) and math.isfinite(v):
                     self._tb.add_scalar(k, v, step)
 
     def close(self) -> None:
+        if self._rows is not None:
+            self._rows.close()
         if self._tb is not None:
             self._tb.close()
 
@@ -83,12 +93,12 @@ def _clean(v):
     return v if math.isfinite(v) else str(v)
 
 
-def read_metrics(workdir: str | Path) -> list[dict]:
+def read_metrics(workdir: str | os.PathLike) -> list[dict]:
     """The rows of `workdir/metrics.jsonl` (none before the first log); a line torn by a kill is skipped."""
-    return read_jsonl(Path(workdir) / "metrics.jsonl", skip_bad_lines=True, missing_ok=True)
+    return read_jsonl(to_path(workdir) / "metrics.jsonl", skip_bad_lines=True, missing_ok=True)
 
 
-def last_logged(workdir: str | Path) -> dict:
+def last_logged(workdir: str | os.PathLike) -> dict:
     """The latest value of every metric already in metrics.jsonl (what a finished run reports on rerun)."""
     last: dict = {}
     for row in read_metrics(workdir):
@@ -96,16 +106,16 @@ def last_logged(workdir: str | Path) -> dict:
     return last
 
 
-def truncate_metrics(workdir: str | Path, step: int) -> None:
+def truncate_metrics(workdir: str | os.PathLike, step: int) -> None:
     """After a resume, drop rows logged past the restored checkpoint; they are recomputed exactly."""
-    path = Path(workdir) / "metrics.jsonl"
+    path = to_path(workdir) / "metrics.jsonl"
     if path.exists():
-        path.write_text("".join(json.dumps(r) + "\n" for r in read_metrics(workdir) if r["step"] <= step))
+        write_atomic(path, "".join(json.dumps(r) + "\n" for r in read_metrics(workdir) if r["step"] <= step))
 
 
-def plot_loss(workdir: str | Path) -> Path | None:
+def plot_loss(workdir: str | os.PathLike) -> epath.Path | None:
     """loss.png beside metrics.jsonl: train loss per step, eval loss as points."""
-    workdir = Path(workdir)
+    workdir = to_path(workdir)
     rows = read_metrics(workdir)
     train_rows = [r for r in rows if isinstance(r.get("loss"), float)]
     if not train_rows:
@@ -127,7 +137,9 @@ def plot_loss(workdir: str | Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out = workdir / "loss.png"
-    fig.savefig(out)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
+    out = workdir / "loss.png"
+    write_atomic(out, png.getvalue())
     return out

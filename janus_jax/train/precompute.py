@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
+from etils import epath
 from ml_collections import ConfigDict
 
 from janus_jax.objectives import REGISTRY, get_objective
+from janus_jax.paths import to_path
 from janus_jax.train import reference
 from janus_jax.train.run import build_run
 
 
-def precompute(cfg: ConfigDict, workdir: str | Path | None = None, out: str | Path | None = None) -> Path:
+def precompute(
+    cfg: ConfigDict, workdir: str | os.PathLike | None = None, out: str | os.PathLike | None = None
+) -> epath.Path:
     """Write the reference log-probs of cfg's data under cfg's init model, with their hashes.
 
     The file goes to `out`, else `dpo.reference_logps`, else `<workdir>/reference_logps.npz` (where the
-    DPO run in that workdir looks for it).
+    DPO run in that workdir looks for it); each may be local or `gs://`.
     """
     objective = get_objective(cfg.objective)
     if not objective.needs_reference:
@@ -37,8 +41,8 @@ def precompute(cfg: ConfigDict, workdir: str | Path | None = None, out: str | Pa
         reference.check_finite(chosen, rejected, pipeline, f"precompute ({split})")
         arrays[f"{split}_chosen"], arrays[f"{split}_rejected"] = chosen, rejected
         meta[f"{split}_data_hash"] = reference.data_hash(pipeline)
-    reference.write(Path(path), meta, arrays)
-    return Path(path)
+    reference.write(path, meta, arrays)
+    return to_path(path)
 
 
 def _users() -> str:

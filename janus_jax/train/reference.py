@@ -10,16 +10,19 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-from pathlib import Path
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from janus_jax.objectives.base import pair_logps
+from janus_jax.paths import to_path, write_atomic
 from janus_jax.sharding import host_copy
 
 log = logging.getLogger(__name__)
@@ -35,9 +38,9 @@ def params_hash(params) -> str:
     return h.hexdigest()
 
 
-def default_path(workdir: str | Path) -> Path:
+def default_path(workdir: str | os.PathLike) -> epath.Path:
     """Where a run's precomputed reference log-probs live by default: in the run's own workdir."""
-    return Path(workdir) / "reference_logps.npz"
+    return to_path(workdir) / "reference_logps.npz"
 
 
 def frozen_copy(params, dtype: str):
@@ -48,10 +51,11 @@ def frozen_copy(params, dtype: str):
 class PrecomputedReference:
     """Adds `ref_chosen_logps` / `ref_rejected_logps` to each batch by looking up `pair_ids`."""
 
-    def __init__(self, path: Path, split: str, pipeline, expected: dict):
+    def __init__(self, path: str | os.PathLike, split: str, pipeline, expected: dict):
+        path = to_path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no precomputed reference log-probs; run janus-precompute-ref first")
-        with np.load(path) as z:
+        with path.open("rb") as f, np.load(f) as z:
             meta = json.loads(str(z["meta"]))
             for key in ("model_hash", f"{split}_data_hash"):
                 if key not in meta:
@@ -122,15 +126,13 @@ def compute_logps(run, params, pipeline) -> tuple[np.ndarray, np.ndarray]:
     return chosen, rejected
 
 
-def write(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+def write(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]) -> None:
     """Process 0 writes; the file appears only when complete, so a kill leaves no torn file."""
     if jax.process_index() != 0:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("wb") as f:  # a file object: np.savez would append ".npz" to other names
-        np.savez(f, meta=json.dumps(meta), **arrays)
-    partial.replace(path)
+    buffer = io.BytesIO()  # a file object: np.savez would append ".npz" to other names
+    np.savez(buffer, meta=json.dumps(meta), **arrays)
+    write_atomic(path, buffer.getvalue())
     log.info("wrote reference log-probs of %s to %s", {k: len(v) for k, v in arrays.items()}, path)
 
 

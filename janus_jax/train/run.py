@@ -201,7 +201,7 @@ class Run:
             return reference.frozen_copy(initial, section.reference_dtype)
         if not section.reference_logps and workdir is None:
             raise ValueError(f"{self.objective.config_section}.reference_logps is not set and there is no workdir")
-        path = Path(section.reference_logps) if section.reference_logps else reference.default_path(workdir)
+        path = section.reference_logps or reference.default_path(workdir)  # local or gs://
         expected = {"model_hash": reference.params_hash(initial)}
         for split in ("train", "eval"):
             pipeline = getattr(self.data, split)

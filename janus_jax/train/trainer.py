@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
+import os
 from typing import Any
 
 import jax
+from etils import epath
 from ml_collections import ConfigDict
 
 from janus_jax import manifest
+from janus_jax.paths import absolute
 from janus_jax.prompts import template_of
 from janus_jax.sharding import initialize_distributed
 from janus_jax.train import hooks
@@ -24,12 +26,13 @@ __all__ = ["NonFiniteLossError", "train"]
 log = logging.getLogger(__name__)
 
 
-def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Run (or resume) the job described by `cfg` in `workdir`; returns the last logged metrics."""
-    if "://" in str(workdir):
-        raise ValueError(f"workdir {workdir}: use a shared filesystem path (NFS, Filestore, gcsfuse), not a URL")
+def train(cfg: ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
+    """Run (or resume) the job described by `cfg` in `workdir`; returns the last logged metrics.
+
+    `workdir` is a local folder (shared by all hosts of a multi-host job) or a `gs://` URL.
+    """
     initialize_distributed()
-    workdir = Path(workdir).absolute()
+    workdir = absolute(workdir)
     is_main = jax.process_index() == 0
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +70,7 @@ def train(cfg: ConfigDict, workdir: str | Path) -> dict[str, Any]:
     return metrics_log.last if is_main else {}
 
 
-def _restore_or_start(run: Run, ckpt: Checkpointer, workdir: Path, is_main: bool):
+def _restore_or_start(run: Run, ckpt: Checkpointer, workdir: epath.Path, is_main: bool):
     """(state, first step, init_from params when freshly loaded else None, unreadable-checkpoint notes)."""
     restored = ckpt.restore_newest_readable(run.abstract_state())
     if restored is None:
@@ -88,7 +91,7 @@ def checkpoint_meta(run: Run) -> dict[str, Any]:
     return {"model_config": dataclasses.asdict(run.model_config), "template": template_of(run.cfg)}
 
 
-def _hooks(run: Run, workdir: Path, ckpt, metrics_log, start: int, ref_params, is_main: bool) -> list[hooks.Hook]:
+def _hooks(run: Run, workdir: epath.Path, ckpt, metrics_log, start: int, ref_params, is_main: bool) -> list[hooks.Hook]:
     """In order: stop on NaN before anything is written, log, evaluate, checkpoint, plot."""
     t = run.cfg.train
     peak = t.get("peak_flops_per_device") or peak_flops_per_device()
