@@ -21,11 +21,14 @@ demo: $(STAMP)
 repro: $(STAMP)
 	JAX_PLATFORMS=cpu $(PY) -m data_gen.world repro --out runs/repro
 
+# Test files run in parallel (pytest-xdist), one file per worker at a time so module fixtures are built once.
+XDIST := -n auto --maxprocesses=4 --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PY) -m pytest -q $(XDIST) -m "slow or not slow"
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

@@ -129,32 +129,6 @@ def compile_only_devices(tpu: TpuSlice) -> list:
     return list(topologies.get_topology_desc(tpu.topology, "tpu", chip_config_name=tpu.chip.chip_config).devices)
 
 
-def tpu_mesh(devices: list, mesh_shape: tuple[int, int, int]):
-    """The (data, fsdp, tensor) mesh over the slice's devices, laid out on the chip grid by topology. Mesh
-    axes may split the grid's physical axes (`allow_split_physical_axes`), as `jax.make_mesh` allows on v5e
-    only: a 1x8x8 mesh on v5p-128's 4x4x4 torus needs it."""
-    from jax.experimental import mesh_utils
-    from jax.sharding import AxisType, Mesh
-
-    from janus_jax.sharding import MESH_AXES
-
-    grid = mesh_utils.create_device_mesh(mesh_shape, devices, allow_split_physical_axes=True)
-    return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
-
-
-def make_mesh_refusal(devices: list, mesh_shape: tuple[int, int, int]) -> str | None:
-    """Why `jax.make_mesh` (what a run builds its mesh with) refuses this mesh on this slice, or None."""
-    import jax
-
-    from janus_jax.sharding import MESH_AXES
-
-    try:
-        jax.make_mesh(mesh_shape, MESH_AXES, devices=devices)
-    except (NotImplementedError, ValueError) as e:
-        return str(e).splitlines()[0]
-    return None
-
-
 # ---- what the compiler said ----------------------------------------------------------------------
 
 _ALLOCATION = re.compile(r"^allocation \d+: size \d+(, color (\d+))?")

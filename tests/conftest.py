@@ -10,10 +10,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Many tests (and the programs they start) compile the same tiny steps: a persistent compilation cache,
-# shared by every process of the session and kept between runs, compiles each of them once.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), os.pardir, ".pytest_cache", "xla"))
+# shared by every process of the session (and the xdist workers) and kept between runs, compiles each once.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_REPO, ".pytest_cache", "xla"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# Tests draw random numbers with jax's non-partitionable threefry: on CPU it compiles a draw of a new
+# multi-dimensional shape in under a second where the partitionable one (jax's default, which runs keep for
+# sharded initialisation on pods) takes 4-10 s, and tests draw hundreds of shapes. Draws are sharding-
+# invariant either way. tests/test_chain.py runs its programs with the default.
+os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "false")
 
 import pytest  # noqa: E402
 

@@ -302,7 +302,7 @@ def test_throughput_bench_reports_calls_per_second():
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["ideal_calls_per_s"] == 320.0
-    assert 0 < result["calls_per_s"] and result["efficiency"] == pytest.approx(
+    assert result["calls_per_s"] > 0 and result["efficiency"] == pytest.approx(
         result["calls_per_s"] / result["ideal_calls_per_s"], abs=0.01
     ), result
     assert result["client_stats"]["calls"] == 256 + 64 and result["client_stats"]["failed"] == 0
