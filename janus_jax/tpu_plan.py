@@ -11,10 +11,12 @@ v5e and v6e names count chips. `GEN:AxB[xC]` names a chip topology directly (`v5
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,13 +112,30 @@ def parse_slice(name: str) -> TpuSlice:
     return TpuSlice(chip, f"{chip.libtpu_name}:{'x'.join(map(str, shape))}")
 
 
+# libtpu takes /tmp/libtpu_lockfile to own a TPU; a compile-only process owns none, so it must not fail
+# because another JAX process on this machine loaded libtpu. No metadata server to ask either.
+_COMPILE_ONLY_ENV = {"ALLOW_MULTIPLE_LIBTPU_LOAD": "1", "TPU_SKIP_MDS_QUERY": "1", "TPU_WORKER_HOSTNAMES": "localhost"}
+
+
+@contextlib.contextmanager
+def _compile_only_environment() -> Iterator[None]:
+    """libtpu's settings while it loads, restored afterwards: a TPU_WORKER_HOSTNAMES left behind would make
+    every program this process starts later (a janus-train run) believe it is a TPU pod worker."""
+    saved = {k: os.environ.get(k) for k in _COMPILE_ONLY_ENV}
+    for k, v in _COMPILE_ONLY_ENV.items():
+        os.environ.setdefault(k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def compile_only_devices(tpu: TpuSlice) -> list:
     """TPU devices of `tpu.topology` to compile for; nothing runs on them."""
-    # libtpu takes /tmp/libtpu_lockfile to own a TPU; a compile-only process owns none, so it must not
-    # fail because another JAX process on this machine loaded libtpu. No metadata server to ask either.
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
     try:
         import libtpu  # noqa: F401
     except ImportError as e:
@@ -126,7 +145,8 @@ def compile_only_devices(tpu: TpuSlice) -> list:
         ) from e
     from jax.experimental import topologies
 
-    return list(topologies.get_topology_desc(tpu.topology, "tpu", chip_config_name=tpu.chip.chip_config).devices)
+    with _compile_only_environment():
+        return list(topologies.get_topology_desc(tpu.topology, "tpu", chip_config_name=tpu.chip.chip_config).devices)
 
 
 # ---- what the compiler said ----------------------------------------------------------------------

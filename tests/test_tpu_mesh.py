@@ -57,3 +57,11 @@ def test_cpu_meshes_keep_the_device_order():
     devices = jax.devices()[:8]
     mesh = make_mesh((2, 2, 2), devices)
     assert [d.id for d in mesh.devices.flat] == [d.id for d in devices]
+
+
+def test_planning_leaves_no_tpu_settings_in_the_environment(slices):
+    """libtpu's compile-only settings are restored once its devices exist: a TPU_WORKER_HOSTNAMES left behind
+    made every janus-train started later by the same process take itself for a TPU pod worker."""
+    import os
+
+    assert not {"TPU_WORKER_HOSTNAMES", "TPU_SKIP_MDS_QUERY"} & set(os.environ)
