@@ -459,6 +459,9 @@ class Sampler:
     Pass `mesh` to shard the batch over its ('data', 'fsdp') axes and the KV cache's kv heads over
     'tensor'. The model's parameters are used where they live: shard them with the training rules
     beforehand for a model that does not fit one device; unplaced parameters are replicated.
+
+    Generation runs the model's per-layer form (`PerLayerMistral`): the sampler holds its own copy of the
+    layer weights, one array per layer, so a caller that keeps the model holds the layer weights twice.
     """
 
     def __init__(
