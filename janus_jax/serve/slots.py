@@ -261,13 +261,14 @@ _decode_jit = jax.jit(
 class Slots:
     """`batch` decode slots over a Sampler's model (same parameters, placement and bucketing rules).
 
-    Newcomers are prefilled `prefill_rows` at a time (padded), so admission compiles once per prompt
-    bucket and cache length rather than once per newcomer count. The cache length only grows over the
+    Newcomers are prefilled together, at most `prefill_rows` per call, padded to a power of two rows: admission
+    compiles once per row bucket, prompt bucket and cache length rather than once per newcomer count, and a
+    lone newcomer does not pay for the prefill of a full group. The cache length only grows over the
     server's life (to the longest request's buckets): a drained batch restarts at the same length, and
     few executables exist.
     """
 
-    def __init__(self, sampler: Sampler, batch: int, *, prefill_rows: int = 8):
+    def __init__(self, sampler: Sampler, batch: int, *, prefill_rows: int = 16):
         self.sampler = sampler
         multiple = sampler.batch_multiple
         self.batch = -(-batch // multiple) * multiple
@@ -312,7 +313,8 @@ class Slots:
         elif cache_length > self.cache_length:
             self.cache_length = cache_length
             self.state = _relayout_jit(self.state, cache_length, s.sharding)
-        n = self.prefill_rows
+        multiple = s.batch_multiple
+        n = min(self.prefill_rows, -(-bucket(len(prompts), 1) // multiple) * multiple)
         ids = np.full((n, bucket(max(map(len, prompts)), s.min_prompt_bucket)), s.pad_id, np.int32)
         lens = np.ones((n,), np.int32)
         for i, p in enumerate(prompts):
