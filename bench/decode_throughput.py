@@ -60,7 +60,9 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--serve-tokens", type=int, default=32, help="max_tokens of the janus-serve requests")
+    parser.add_argument(
+        "--serve-tokens", type=int, default=32, help="max_tokens of the janus-serve requests (0: skip janus-serve)"
+    )
     args = parser.parse_args()
 
     model = Mistral(BENCH_MODEL, rngs=nnx.Rngs(0))
@@ -111,7 +113,8 @@ def main() -> None:
         result[f"speedup_b{batch}"] = round(hf_s / janus_s, 2)
         result[f"identical_greedy_rows_b{batch}"] = float(same)
     result["loadavg_after_decode"] = [round(x, 2) for x in os.getloadavg()]
-    result.update(serve_batching(model, args.serve_tokens))
+    if args.serve_tokens > 0:
+        result.update(serve_batching(model, args.serve_tokens))
     result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result))
 

@@ -24,6 +24,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from janus_jax.model import PerLayerMistral, init_cache
+
 _NEG_INF = -jnp.inf
 # Sampled temperatures below this count as greedy (argmax), which is also what temperature 0 means.
 _GREEDY_BELOW = 1e-5
@@ -319,8 +321,8 @@ class DecodeSharding:
 
     def constrain_cache(self, cache: Any) -> Any:
         def one(x: jax.Array) -> jax.Array:
-            if x.ndim == 5:  # k / v [L, B, S, KVH, hd]
-                spec = NamedSharding(self.mesh, P(None, self.batch_axes, None, self.heads_axis, None))
+            if x.ndim == 4:  # a layer's k / v [B, KVH, S, hd]
+                spec = NamedSharding(self.mesh, P(self.batch_axes, self.heads_axis, None, None))
                 return jax.lax.with_sharding_constraint(x, spec)
             return jax.lax.with_sharding_constraint(x, self.rows(x.ndim))  # per-row bookkeeping [B, S]
 
@@ -342,8 +344,6 @@ def prefill_cache(
     The LM head runs on each row's last prompt token only: [B, T, V] fp32 logits of a long prompt
     batch would cost gigabytes for a 32k vocabulary.
     """
-    from janus_jax.model import init_cache
-
     batch, length = prompt_ids.shape
     positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
     valid = positions < prompt_lens[:, None]
@@ -459,6 +459,9 @@ class Sampler:
     Pass `mesh` to shard the batch over its ('data', 'fsdp') axes and the KV cache's kv heads over
     'tensor'. The model's parameters are used where they live: shard them with the training rules
     beforehand for a model that does not fit one device; unplaced parameters are replicated.
+
+    Generation runs the model's per-layer form (`PerLayerMistral`): the sampler holds its own copy of the
+    layer weights, one array per layer, so a caller that keeps the model holds the layer weights twice.
     """
 
     def __init__(
@@ -484,9 +487,12 @@ class Sampler:
         self.min_new_tokens_bucket = min_new_tokens_bucket
         self.cache_dtype = jnp.dtype(self.config.dtype)
         self.mesh = mesh
-        self.graphdef, state = nnx.split(model)
         self.sharding = DecodeSharding.for_model(mesh, self.config.num_key_value_heads) if mesh is not None else None
-        self.state = self._place_state(state) if mesh is not None else state
+        if mesh is not None:
+            graphdef, state = nnx.split(model)
+            model = nnx.merge(graphdef, self._place_state(state))
+        # Generation runs the per-layer form of the model (its own copy of the layer weights; see PerLayerMistral).
+        self.graphdef, self.state = nnx.split(PerLayerMistral(model))
 
     @property
     def batch_multiple(self) -> int:

@@ -163,6 +163,26 @@ def xla_attention(
     return _attention(q, k, v, mask, causal_blocks, window)
 
 
+def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """One query token per row against a layer's KV cache: q [B, 1, H, D], k/v [B, K, S, D] (head-major, H a
+    multiple of K), mask [B, S] -> [B, 1, H, D].
+
+    Why a path of its own: in the cache each (row, KV head) block of keys is one contiguous [S, D] matrix,
+    which both products read where it lies; in the layout of `xla_attention` ([B, S, K, D]) XLA transposed
+    every layer's whole cache at every decode step. Same arithmetic as `xla_attention`: float32 scores,
+    masked to the same constant, probabilities in the value dtype.
+    """
+    b, _, h, d = q.shape
+    kv_heads = k.shape[1]
+    q_groups = q.reshape(b, kv_heads, h // kv_heads, d)  # head = kv_head * group + g, as `_to_groups`
+    scores = jnp.einsum("bkgd,bksd->bkgs", q_groups, k, preferred_element_type=jnp.float32) * (d**-0.5)
+    scores = jnp.where(mask[:, None, None, :], scores, _MASKED)
+    row_max, inverse_sum = _softmax_stats(scores)
+    probs = (jnp.exp(scores - row_max) * inverse_sum).astype(v.dtype)
+    out = jnp.einsum("bkgs,bksd->bkgd", probs, v, preferred_element_type=jnp.float32)
+    return out.astype(q.dtype).reshape(b, 1, h, d)
+
+
 def causal_blocks_for(seq_len: int) -> int:
     """Query blocks for self-attention over `seq_len` tokens: blocks of at least 128, at most 8 blocks."""
     return max(1, min(8, seq_len // 128))

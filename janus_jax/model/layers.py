@@ -74,6 +74,8 @@ class Attention(nnx.Module):
         segment_ids: jax.Array,
         cache: tuple[jax.Array, jax.Array, CacheWrite] | None,
     ):
+        """Attention output [B, T, hidden] and, with a cache (this layer's keys and values [B, KVH, S, D] and
+        where the call's tokens go), that cache with the call's keys and values written in."""
         cfg = self.cfg
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, cfg.num_attention_heads, cfg.head_dim)
@@ -91,20 +93,20 @@ class Attention(nnx.Module):
             live = (segment_ids != 0).astype(jnp.int32)
             new_cache = (write.cache(cache_k, k), write.cache(cache_v, v))
             if t == 1:
-                # One token per row (decoding): its slot held a position at least one window back, so
-                # writing first and attending over the cache alone is exact and copies nothing.
-                kv_k, kv_v = new_cache
+                # One token per row (decoding): its slot held a position at least one window back, so writing
+                # first and attending over the cache alone is exact, and the cache is read where it lies.
                 kv_pos = write.new_positions
-                kv_seg = (kv_pos >= 0).astype(jnp.int32)
+                mask = attn.attention_mask(positions, kv_pos, live, (kv_pos >= 0).astype(jnp.int32), cfg.sliding_window)
+                out = attn.cached_attention(q.astype(cache_k.dtype), *new_cache, mask[:, 0]).astype(x.dtype)
             else:
                 # Several tokens (prefill): a ring buffer may overwrite keys that earlier tokens of this
                 # same call still need, so attend over the old cache plus the new keys.
-                kv_k = jnp.concatenate([cache_k, k.astype(cache_k.dtype)], axis=1)
-                kv_v = jnp.concatenate([cache_v, v.astype(cache_v.dtype)], axis=1)
+                kv_k = jnp.concatenate([time_major(cache_k), k.astype(cache_k.dtype)], axis=1)
+                kv_v = jnp.concatenate([time_major(cache_v), v.astype(cache_v.dtype)], axis=1)
                 kv_pos = jnp.concatenate([write.old_positions, positions], axis=1)
                 kv_seg = jnp.concatenate([(write.old_positions >= 0).astype(jnp.int32), live], axis=1)
-            mask = attn.attention_mask(positions, kv_pos, live, kv_seg, cfg.sliding_window)
-            out = attn.xla_attention(q.astype(kv_k.dtype), kv_k, kv_v, mask).astype(x.dtype)
+                mask = attn.attention_mask(positions, kv_pos, live, kv_seg, cfg.sliding_window)
+                out = attn.xla_attention(q.astype(kv_k.dtype), kv_k, kv_v, mask).astype(x.dtype)
         out = out.reshape(b, t, cfg.num_attention_heads * cfg.head_dim)
         return self.o_proj(out), new_cache
 
@@ -131,8 +133,15 @@ class CacheWrite(NamedTuple):
         return cls(cache_pos, cache_pos.at[rows, slots].set(positions, mode="drop"), slots)
 
     def cache(self, cache: jax.Array, new: jax.Array) -> jax.Array:
+        """One layer's cache [B, KVH, S, D] with the call's keys or values [B, T, KVH, D] written into their
+        slots: a scatter of T rows per row and head, in place when the cache buffer is donated or carried."""
         rows = jnp.arange(cache.shape[0])[:, None]
-        return cache.at[rows, self.slots].set(new.astype(cache.dtype), mode="drop")
+        return cache.at[rows, :, self.slots].set(new.astype(cache.dtype), mode="drop")
+
+
+def time_major(cache: jax.Array) -> jax.Array:
+    """A layer's cache [B, KVH, S, D] as [B, S, KVH, D], the layout of keys computed in the call."""
+    return cache.transpose(0, 2, 1, 3)
 
 
 class MLP(nnx.Module):

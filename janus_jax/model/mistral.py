@@ -23,10 +23,15 @@ _REMAT_POLICIES = {
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class KVCache:
-    """Keys and values of every layer, and the position held by each slot (-1 = empty)."""
+    """Keys and values of every layer, and the position held by each slot (-1 = empty).
 
-    k: jax.Array  # [L, B, S, KVH, D]
-    v: jax.Array  # [L, B, S, KVH, D]
+    One buffer per layer, head-major: a decode step writes each layer's new keys into that layer's own
+    buffer in place (no stacking, no copy of the rest), and attention reads each (row, KV head) block of
+    keys as one contiguous [S, D] matrix.
+    """
+
+    k: tuple[jax.Array, ...]  # per layer [B, KVH, S, D]
+    v: tuple[jax.Array, ...]  # per layer [B, KVH, S, D]
     positions: jax.Array  # [B, S] int32
 
     @property
@@ -42,12 +47,29 @@ def init_cache(cfg: MistralConfig, batch_size: int, max_length: int, dtype=jnp.f
     """
     if cfg.sliding_window is not None and max_length < cfg.sliding_window:
         max_length = cfg.sliding_window
-    shape = (cfg.num_hidden_layers, batch_size, max_length, cfg.num_key_value_heads, cfg.head_dim)
+    shape = (batch_size, cfg.num_key_value_heads, max_length, cfg.head_dim)
+    layers = range(cfg.num_hidden_layers)
     return KVCache(
-        k=jnp.zeros(shape, dtype),
-        v=jnp.zeros(shape, dtype),
+        k=tuple(jnp.zeros(shape, dtype) for _ in layers),
+        v=tuple(jnp.zeros(shape, dtype) for _ in layers),
         positions=jnp.full((batch_size, max_length), -1, jnp.int32),
     )
+
+
+def _inputs(
+    cfg: MistralConfig,
+    embed: nnx.Embed,
+    input_ids: jax.Array,
+    positions: jax.Array | None,
+    segment_ids: jax.Array | None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Embedded tokens, int32 positions (default 0..T-1) and segment ids (default all 1)."""
+    if positions is None:
+        positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+    if segment_ids is None:
+        segment_ids = jnp.ones_like(input_ids, dtype=jnp.int32)
+    x = embedding_lookup(embed.embedding[...].astype(jnp.dtype(cfg.dtype)), input_ids)
+    return x, positions.astype(jnp.int32), segment_ids.astype(jnp.int32)
 
 
 class Mistral(nnx.Module):
@@ -86,44 +108,28 @@ class Mistral(nnx.Module):
         segment_ids: jax.Array | None = None,
         cache: KVCache | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
-        """Final-norm hidden states [B, T, D] (what the LM head and the reward head read)."""
+        """Final-norm hidden states [B, T, D] (what the LM head and the reward head read); with a cache,
+        also the updated cache (computed by `PerLayerMistral`, the form generation uses)."""
         cfg = self.config
-        if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
-        if segment_ids is None:
-            segment_ids = jnp.ones_like(input_ids, dtype=jnp.int32)
-        positions = positions.astype(jnp.int32)
-        segment_ids = segment_ids.astype(jnp.int32)
-        x = embedding_lookup(self.embed_tokens.embedding[...].astype(jnp.dtype(cfg.dtype)), input_ids)
-
+        if cache is not None:
+            return PerLayerMistral(self).hidden_states(input_ids, positions, segment_ids, cache)
+        x, positions, segment_ids = _inputs(cfg, self.embed_tokens, input_ids, positions, segment_ids)
         graphdef, layer_state = nnx.split(self.layers)
-        live = (segment_ids != 0).astype(jnp.int32)
-        write = None if cache is None else CacheWrite.plan(cache.positions, positions, live)
 
-        def block(x, xs):
-            state, kv = xs
+        def block(x, state):
             layer = nnx.merge(graphdef, state)
-            layer_cache = None if kv is None else (kv[0], kv[1], write)
-            x, new_kv = layer(x, positions, segment_ids, layer_cache)
-            return constrain_batch(x), new_kv
+            x, _ = layer(x, positions, segment_ids, None)
+            return constrain_batch(x), None
 
         if cfg.remat != "none":
             block = jax.checkpoint(block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
 
-        kv_in = None if cache is None else (cache.k, cache.v)
         if cfg.scan_layers:
-            x, kv_out = jax.lax.scan(block, x, (layer_state, kv_in))
+            x, _ = jax.lax.scan(block, x, layer_state)
         else:
-            outs = []
             for i in range(cfg.num_hidden_layers):
-                x, kv_i = block(x, jax.tree.map(lambda a, i=i: a[i], (layer_state, kv_in)))
-                outs.append(kv_i)
-            kv_out = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
-
-        new_cache = None
-        if cache is not None:
-            new_cache = KVCache(k=kv_out[0], v=kv_out[1], positions=write.new_positions)
-        return self.norm(x), new_cache
+                x, _ = block(x, jax.tree.map(lambda a, i=i: a[i], layer_state))
+        return self.norm(x), None
 
     def __call__(
         self,
@@ -155,3 +161,50 @@ class Mistral(nnx.Module):
         scored = jnp.ones(targets.shape, bool) if scored is None else scored
         kernel = self.lm_head.kernel[...].astype(h.dtype)
         return lm_head.target_logps(h, kernel, targets.astype(jnp.int32), scored)
+
+
+class PerLayerMistral(nnx.Module):
+    """The same Mistral with one module (and weight arrays) per layer, for generation with a KV cache.
+
+    Why: training scans over the layers' stacked weights, and inside a decode step XLA:CPU copies each
+    layer's weights out of the stack before its matmuls, which read them once more (the scanned decode
+    step also re-stacked the whole cache). Here the layers run one after the other on weights that are
+    arrays of their own, each writing its own cache buffer in place. Built from a Mistral, it shares the
+    embedding, final norm and LM head and holds a copy of the layer weights (`Sampler` builds one; the
+    model itself is unchanged).
+    """
+
+    def __init__(self, model: Mistral):
+        self.config = model.config
+        self.embed_tokens = model.embed_tokens
+        graphdef, state = nnx.split(model.layers)
+        self.layers = nnx.List(
+            nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state)) for i in range(model.config.num_hidden_layers)
+        )
+        self.norm = model.norm
+        self.lm_head = model.lm_head
+
+    def hidden_states(
+        self,
+        input_ids: jax.Array,
+        positions: jax.Array | None,
+        segment_ids: jax.Array | None,
+        cache: KVCache,
+    ) -> tuple[jax.Array, KVCache]:
+        """Final-norm hidden states [B, T, D] of the call's tokens and the cache with them written in."""
+        x, positions, segment_ids = _inputs(self.config, self.embed_tokens, input_ids, positions, segment_ids)
+        write = CacheWrite.plan(cache.positions, positions, (segment_ids != 0).astype(jnp.int32))
+        keys, values = [], []
+        for layer, k, v in zip(self.layers, cache.k, cache.v, strict=True):
+            x, (k, v) = layer(x, positions, segment_ids, (k, v, write))
+            x = constrain_batch(x)
+            keys.append(k)
+            values.append(v)
+        return self.norm(x), KVCache(k=tuple(keys), v=tuple(values), positions=write.new_positions)
+
+    def __call__(
+        self, input_ids: jax.Array, positions: jax.Array | None, segment_ids: jax.Array | None, cache: KVCache
+    ) -> tuple[jax.Array, KVCache]:
+        """Logits [B, T, V] in float32 and the updated cache."""
+        h, new_cache = self.hidden_states(input_ids, positions, segment_ids, cache)
+        return constrain_batch(self.lm_head(h).astype(jnp.float32), None, "tensor"), new_cache

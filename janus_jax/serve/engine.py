@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 
 from janus_jax.sample import Completion, Sampler, SamplingParams, cut_at_stop_string, row_params
@@ -241,7 +242,7 @@ class Engine:
         fields = [drawn.tokens, drawn.logprobs, drawn.generated, drawn.done, drawn.hit_stop]
         if wants_top:
             fields += [drawn.top_ids, drawn.top_logprobs]
-        host = [np.asarray(x) for x in fields]
+        host = jax.device_get(fields)  # one transfer for all of them
         tokens, logprobs, generated, done, hit_stop = host[:5]
         jobs: dict[int, Job] = {}
         for k, row in enumerate(rows):

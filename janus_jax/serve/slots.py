@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from janus_jax.model import KVCache
+from janus_jax.model.layers import time_major
 from janus_jax.sample import (
     DecodeSharding,
     RowParams,
@@ -110,13 +111,18 @@ def _empty(
 def _relayout(ss: SlotState, cache_length: int, sharding: Any) -> SlotState:
     """The same rows in a longer cache: every held position moves to slot `position mod cache_length`."""
     cache = ss.cache
-    shape = cache.k.shape[:2] + (cache_length,) + cache.k.shape[3:]
+    batch = cache.positions.shape[0]
     slots = jnp.where(cache.positions >= 0, cache.positions % cache_length, cache_length)
-    rows = jnp.arange(shape[1])[:, None]
+    rows = jnp.arange(batch)[:, None]
+
+    def longer(layer: jax.Array) -> jax.Array:  # [B, KVH, S, D] -> [B, KVH, cache_length, D]
+        shape = layer.shape[:2] + (cache_length,) + layer.shape[3:]
+        return jnp.zeros(shape, layer.dtype).at[rows, :, slots].set(time_major(layer), mode="drop")
+
     new = KVCache(
-        k=jnp.zeros(shape, cache.k.dtype).at[:, rows, slots].set(cache.k, mode="drop"),
-        v=jnp.zeros(shape, cache.v.dtype).at[:, rows, slots].set(cache.v, mode="drop"),
-        positions=jnp.full((shape[1], cache_length), -1, jnp.int32).at[rows, slots].set(cache.positions, mode="drop"),
+        k=tuple(map(longer, cache.k)),
+        v=tuple(map(longer, cache.v)),
+        positions=jnp.full((batch, cache_length), -1, jnp.int32).at[rows, slots].set(cache.positions, mode="drop"),
     )
     return _constrain(ss._replace(cache=new), sharding)
 
@@ -158,9 +164,7 @@ def _admit(
         rows=rows,
     )
 
-    def put(big: jax.Array, small: jax.Array) -> jax.Array:
-        if big.ndim == 5:  # k / v [L, B, S, KVH, D]
-            return big.at[:, slots].set(small, mode="drop")
+    def put(big: jax.Array, small: jax.Array) -> jax.Array:  # every array is [B, ...], the cache's too
         return big.at[slots].set(small, mode="drop")
 
     ss = _constrain(jax.tree.map(put, ss, new), sharding)
@@ -257,13 +261,14 @@ _decode_jit = jax.jit(
 class Slots:
     """`batch` decode slots over a Sampler's model (same parameters, placement and bucketing rules).
 
-    Newcomers are prefilled `prefill_rows` at a time (padded), so admission compiles once per prompt
-    bucket and cache length rather than once per newcomer count. The cache length only grows over the
+    Newcomers are prefilled together, at most `prefill_rows` per call, padded to a power of two rows: admission
+    compiles once per row bucket, prompt bucket and cache length rather than once per newcomer count, and a
+    lone newcomer does not pay for the prefill of a full group. The cache length only grows over the
     server's life (to the longest request's buckets): a drained batch restarts at the same length, and
     few executables exist.
     """
 
-    def __init__(self, sampler: Sampler, batch: int, *, prefill_rows: int = 8):
+    def __init__(self, sampler: Sampler, batch: int, *, prefill_rows: int = 16):
         self.sampler = sampler
         multiple = sampler.batch_multiple
         self.batch = -(-batch // multiple) * multiple
@@ -308,7 +313,8 @@ class Slots:
         elif cache_length > self.cache_length:
             self.cache_length = cache_length
             self.state = _relayout_jit(self.state, cache_length, s.sharding)
-        n = self.prefill_rows
+        multiple = s.batch_multiple
+        n = min(self.prefill_rows, -(-bucket(len(prompts), 1) // multiple) * multiple)
         ids = np.full((n, bucket(max(map(len, prompts)), s.min_prompt_bucket)), s.pad_id, np.int32)
         lens = np.ones((n,), np.int32)
         for i, p in enumerate(prompts):
