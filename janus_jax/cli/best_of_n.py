@@ -93,6 +93,7 @@ def select_file(
         loaded = load_for_inference(str(policy), tokenizer=tok.name)
         template = loaded.template
         sampler = Sampler(loaded.model, tok, eos_id=tok.eos_id, pad_id=tok.pad_id)
+        del loaded  # the sampler holds its own per-layer copy of the layer weights: free the stacked ones
 
     def prepare(row) -> list[str]:
         responses = _row_responses(row, sampler is not None)

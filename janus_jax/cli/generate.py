@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_from_args(args)
     tok, template = loaded.tokenizer, get_template(loaded.template)
     sampler = Sampler(loaded.model, tok, eos_id=tok.eos_id, pad_id=tok.pad_id, mesh=loaded.mesh)
+    del loaded  # the sampler holds its own per-layer copy of the layer weights: free the stacked ones
     if args.input is not None:
         return run_file(sampler, tok, params, args, template)
     ids = render_prompt_ids(tok, args.system, args.prompt, template.name)

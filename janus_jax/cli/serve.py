@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         log_requests=args.log_requests,
     )
     log.info("serving %s at %s/v1 (auth %s)", loaded.name, server.url, "on" if args.api_key else "off")
+    del loaded  # the sampler holds its own per-layer copy of the layer weights: free the stacked ones
     try:
         server.serve_forever()  # returns on SIGINT / SIGTERM once open responses are finished
     except KeyboardInterrupt:
