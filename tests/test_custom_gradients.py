@@ -103,7 +103,9 @@ def _plain_attention(q, k, v, mask):
 
 
 @pytest.mark.parametrize("window", [None, 5])
-@pytest.mark.parametrize("causal_blocks", [1, 3, 14])  # uneven blocks; one token per block
+@pytest.mark.parametrize(
+    "causal_blocks", [1, 3, pytest.param(14, marks=pytest.mark.slow)]  # uneven blocks; one token per block (slow)
+)
 def test_attention_gradients_match_autodiff_on_packed_rows_with_padding(window, causal_blocks):
     # Row 0: two documents and two padding tokens; row 1: one document. 6 query heads on 2 KV heads.
     segment_ids = jnp.array([[1] * 7 + [2] * 5 + [0] * 2, [1] * 14])

@@ -304,7 +304,9 @@ def test_greedy_matches_transformers_generate(tmp_path):
             assert ref == completion.token_ids
 
 
-@pytest.mark.parametrize("windowed", [False, True])
+@pytest.mark.parametrize(
+    "windowed", [pytest.param(False, marks=pytest.mark.slow), True]  # the windowed case covers the other too
+)
 def test_rows_joining_decode_slots_equal_full_forward_greedy(model, window_model, windowed):
     """Continuous batching (janus_jax.serve.slots): a row admitted while another decodes, with a cache
     that grows under the running row (re-laid out; with a window of 8 the ring has wrapped), draws the

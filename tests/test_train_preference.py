@@ -124,6 +124,7 @@ def test_dpo_raises_reward_accuracy_and_margin_on_the_training_pairs(dpo_run):
         assert np.isfinite(row[name]), name
 
 
+@pytest.mark.slow  # 30-70 s on 2 cores (make test-all); SFT keeps its one-vs-eight-device test in make test
 def test_dpo_one_device_equals_eight_device_mesh(tmp_path, tokenizer, sft_dir, dpo_run):
     eight = tmp_path / "eight"
     train(dpo_config(tokenizer, sft_dir, **{"mesh.shape": (2, 2, 2)}), eight)
@@ -237,6 +238,7 @@ def test_orpo_lowers_the_nll_and_the_odds_ratio_loss(tmp_path, tokenizer):
     np.testing.assert_allclose(odds_ratio_loss[0], np.log(2), atol=0.05)  # a fresh model barely separates sides
 
 
+@pytest.mark.slow  # 30-70 s on 2 cores (make test-all); SimPO's loss is checked against TRL in make test
 def test_simpo_recipe_learns_the_pairs_without_a_reference(tmp_path, tokenizer, sft_dir):
     """configs/simpo.py:tiny from the SFT checkpoint, evaluated on its own pairs every 10 steps: the loss
     falls and the margin grows (averaged over all pairs, so batch noise does not decide); no reference."""
