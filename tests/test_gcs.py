@@ -1,7 +1,6 @@
 """gs:// workdirs, against a real GCS emulator (gcp-storage-emulator on 127.0.0.1): training writes its
 checkpoints, metrics, manifest and loss plot to the bucket; export, serving and resumption read them back."""
 
-import os
 import signal
 import socket
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from train_helpers import tiny_sft_config, write_sft_rows
+from train_helpers import cli_train, tiny_sft_config, write_sft_rows
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "bkt"
@@ -170,22 +169,6 @@ def test_a_gs_workdir_holds_the_whole_run_and_exports_as_its_local_copy_does(tmp
     assert read_manifest(gs_dir)["status"] == "completed" and len(read_manifest(gs_dir)["attempts"]) == 2
 
 
-def _cli_train(workdir: str, data_file: Path, overrides: dict, env: dict) -> subprocess.Popen:
-    args = [sys.executable, "-m", "janus_jax.cli.train", "--config=configs/sft.py:tiny", f"--workdir={workdir}"]
-    flat = {
-        "data.source": str(data_file),
-        "data.seq_len": 128,
-        "data.eval_fraction": 0.0,
-        "train.global_batch_size": 8,
-        "train.log_every": 1,
-        "train.eval_every": 0,
-        **overrides,
-    }
-    args += [f"--config.{k}={v}" for k, v in flat.items()]
-    env = {**os.environ, **env, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 @pytest.mark.slow  # three tiny runs (two of them CLI processes): minutes on 2 cores
 def test_a_run_killed_after_its_first_gs_checkpoint_resumes_to_the_params_of_an_uninterrupted_local_run(
     tmp_path, data_file, gs_dir, gcs_env
@@ -197,7 +180,7 @@ def test_a_run_killed_after_its_first_gs_checkpoint_resumes_to_the_params_of_an_
     from janus_jax.train.trainer import train
 
     overrides = {"train.max_steps": 4, "train.checkpoint_every": 2, "train.async_checkpoint": True}
-    victim = _cli_train(gs_dir, data_file, overrides, gcs_env)
+    victim = cli_train(gs_dir, data_file, overrides, gcs_env)
     first = epath.Path(gs_dir) / "checkpoints" / "2" / "commit_success.txt"
     deadline = time.time() + 600
     while not first.exists() and victim.poll() is None and time.time() < deadline:
@@ -208,7 +191,7 @@ def test_a_run_killed_after_its_first_gs_checkpoint_resumes_to_the_params_of_an_
     assert completed == ["2"], (completed, out[-3000:])
     assert read_manifest(gs_dir)["status"] == "running"  # killed: never recorded its end
 
-    resumed = _cli_train(gs_dir, data_file, overrides, gcs_env)
+    resumed = cli_train(gs_dir, data_file, overrides, gcs_env)
     reference = tmp_path / "uninterrupted"
     train(tiny_sft_config(data_file, **overrides), reference)
     out = resumed.communicate(timeout=900)[0]

@@ -1,20 +1,16 @@
 """SFT training: sharding-invariant, exact accumulation, packing-invariant, stops on NaN."""
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
-from train_helpers import tiny_sft_config, write_sft_rows
+from train_helpers import cli_train, tiny_sft_config, write_sft_rows
 
 from janus_jax.model import Mistral, MistralConfig
 from janus_jax.objectives import REGISTRY
@@ -93,24 +89,6 @@ def test_nan_stops_before_any_checkpoint(tmp_path, data_file):
     assert all(int(s) <= max(finite_steps, default=0) for s in steps)
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _cli(workdir, data_file, overrides, env_extra=None, devices=8):
-    args = [sys.executable, "-m", "janus_jax.cli.train", "--config=configs/sft.py:tiny", f"--workdir={workdir}"]
-    flat = {
-        "data.source": str(data_file),
-        "data.seq_len": 128,
-        "data.eval_fraction": 0.0,
-        "train.global_batch_size": 8,
-        "train.log_every": 1,
-        "train.eval_every": 0,
-        **overrides,
-    }
-    args += [f"--config.{k}={v}" for k, v in flat.items()]
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
-    env.update(env_extra or {})
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _free_port():
@@ -126,7 +104,7 @@ def test_two_processes_equal_one_process(tmp_path, data_file, eight_device_run):
     address = f"127.0.0.1:{_free_port()}"
     overrides = {"train.max_steps": 5, "mesh.shape": "(2,2,2)", "train.checkpoint_every": 1000}
     procs = [
-        _cli(
+        cli_train(
             workdir,
             data_file,
             overrides,
@@ -146,7 +124,7 @@ def test_sigkill_and_resume_is_bitwise_exact(tmp_path, data_file):
     bitwise equal to an uninterrupted run (here in-process, same devices and program)."""
     overrides = {"train.max_steps": 6, "train.checkpoint_every": 2, "train.async_checkpoint": True}
     workdir = tmp_path / "killed"
-    victim = _cli(workdir, data_file, overrides)
+    victim = cli_train(workdir, data_file, overrides)
     deadline = time.time() + 300
     while not (workdir / "checkpoints" / "2").is_dir() and victim.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -154,7 +132,7 @@ def test_sigkill_and_resume_is_bitwise_exact(tmp_path, data_file):
     victim.communicate()
     completed = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert completed and completed[-1] < 6, completed
-    resumed = _cli(workdir, data_file, overrides)
+    resumed = cli_train(workdir, data_file, overrides)
 
     reference = tmp_path / "reference"
     train(tiny_sft_config(data_file, **overrides), reference)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +56,25 @@ def tiny_sft_config(data_path: Path, **overrides):
             node = node[p]
         node[leaf] = value
     return c
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_train(workdir, data_file: Path, overrides: dict, env_extra: dict | None = None,
+              devices: int = 8) -> subprocess.Popen:
+    """`janus-train` on the tiny SFT recipe as a user starts it, in its own process (output piped)."""
+    args = [sys.executable, "-m", "janus_jax.cli.train", "--config=configs/sft.py:tiny", f"--workdir={workdir}"]
+    flat = {
+        "data.source": str(data_file),
+        "data.seq_len": 128,
+        "data.eval_fraction": 0.0,
+        "train.global_batch_size": 8,
+        "train.log_every": 1,
+        "train.eval_every": 0,
+        **overrides,
+    }
+    args += [f"--config.{k}={v}" for k, v in flat.items()]
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+    env.update(env_extra or {})
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
