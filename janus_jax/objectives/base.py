@@ -129,3 +129,13 @@ def weighted_pair_metrics(w, chosen_rewards, rejected_rewards, chosen_logps=None
         metrics["logps/chosen"] = jnp.sum(w * chosen_logps)
         metrics["logps/rejected"] = jnp.sum(w * rejected_logps)
     return {k: jax.lax.stop_gradient(v) for k, v in metrics.items()}
+
+
+def weighted_pair_loss(
+    batch: Batch, losses, chosen_rewards, rejected_rewards, chosen_logps=None, rejected_logps=None
+) -> LossOutput:
+    """Per-pair losses summed with the pairs' weights (filler pairs weigh 0), with TRL's pair metrics."""
+    w = pair_weights(batch)
+    loss_sum = jnp.sum(w * losses)
+    metrics = weighted_pair_metrics(w, chosen_rewards, rejected_rewards, chosen_logps, rejected_logps)
+    return LossOutput(loss_sum, w.sum(), {"loss": loss_sum, **metrics})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from ml_collections import ConfigDict
 
 from janus_jax.objectives.base import (
@@ -12,8 +11,7 @@ from janus_jax.objectives.base import (
     Objective,
     loss_weighted_tokens,
     pair_logps,
-    pair_weights,
-    weighted_pair_metrics,
+    weighted_pair_loss,
 )
 from janus_jax.objectives.formulas import dpo_loss as dpo_formula
 from janus_jax.objectives.formulas import mean_logps
@@ -33,11 +31,7 @@ def dpo_loss(model, batch: Batch, ref_model, section: ConfigDict) -> LossOutput:
     losses, chosen_rewards, rejected_rewards = dpo_formula(
         pc, pr, rc, rr, beta=section.beta, loss_type=section.loss_type, label_smoothing=section.label_smoothing
     )
-    w = pair_weights(batch)
-    loss_sum = jnp.sum(w * losses)
-    metrics = weighted_pair_metrics(w, chosen_rewards, rejected_rewards, pc, pr)
-    metrics["loss"] = loss_sum
-    return LossOutput(loss_sum, w.sum(), metrics)
+    return weighted_pair_loss(batch, losses, chosen_rewards, rejected_rewards, pc, pr)
 
 
 OBJECTIVE = Objective(

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 from janus_jax.model.reward import RewardModel
-from janus_jax.objectives.base import Batch, LossOutput, Objective, both_sides, pair_weights, weighted_pair_metrics
+from janus_jax.objectives.base import Batch, LossOutput, Objective, both_sides, weighted_pair_loss
 from janus_jax.objectives.formulas import bradley_terry_loss
 
 
@@ -19,9 +17,7 @@ def rm_loss(model, batch: Batch, ref_model=None, section=None) -> LossOutput:
     )
     b = batch["chosen_input_ids"].shape[0]
     rc, rr = rewards[:b], rewards[b:]
-    w = pair_weights(batch)
-    loss_sum = jnp.sum(w * bradley_terry_loss(rc, rr))
-    return LossOutput(loss_sum, w.sum(), {"loss": loss_sum, **weighted_pair_metrics(w, rc, rr)})
+    return weighted_pair_loss(batch, bradley_terry_loss(rc, rr), rc, rr)
 
 
 OBJECTIVE = Objective(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 from ml_collections import ConfigDict
 
 from janus_jax.objectives.base import (
@@ -11,8 +10,7 @@ from janus_jax.objectives.base import (
     Objective,
     loss_weighted_tokens,
     pair_logps,
-    pair_weights,
-    weighted_pair_metrics,
+    weighted_pair_loss,
 )
 from janus_jax.objectives.formulas import mean_logps
 from janus_jax.objectives.formulas import simpo_loss as simpo_formula
@@ -25,11 +23,7 @@ def simpo_loss(model, batch: Batch, ref_model, section: ConfigDict) -> LossOutpu
     losses, chosen_rewards, rejected_rewards = simpo_formula(
         mc, mr, beta=section.beta, gamma=section.gamma, label_smoothing=section.label_smoothing
     )
-    w = pair_weights(batch)
-    loss_sum = jnp.sum(w * losses)
-    metrics = weighted_pair_metrics(w, chosen_rewards, rejected_rewards, mc, mr)
-    metrics["loss"] = loss_sum
-    return LossOutput(loss_sum, w.sum(), metrics)
+    return weighted_pair_loss(batch, losses, chosen_rewards, rejected_rewards, mc, mr)
 
 
 OBJECTIVE = Objective(
