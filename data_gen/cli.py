@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 from data_gen.pipeline import (
@@ -18,6 +17,7 @@ from data_gen.pipeline import (
     run_pipeline,
     unusable_reason,
 )
+from janus_jax.paths import check_writable
 
 
 def _stages(text: str) -> tuple[str, ...]:
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SRC",
         help="instruction source: a .jsonl/.json/.parquet/.csv file or hf:NAME[:SPLIT] (repeatable)",
     )
-    run.add_argument("--out", required=True, type=Path, help="output directory (reuse it to resume)")
+    run.add_argument("--out", required=True, help="output directory, local or gs://BUCKET/DIR (reuse it to resume)")
     run.add_argument("--model", required=True, help="model name sent to the endpoint, e.g. gpt-4-0125-preview")
     run.add_argument(
         "--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)"
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="benchmark prompts to exclude (exact or 13-gram overlap; repeatable)",
     )
-    run.add_argument("--cache", type=Path, default=None, help="LLM cache file (default OUT/cache/llm_cache.jsonl)")
+    run.add_argument("--cache", default=None, help="LLM cache file (default OUT/cache/llm_cache.jsonl)")
     run.add_argument("--max-concurrency", type=int, default=64)
     run.add_argument("--rpm", type=float, default=None, help="requests per minute limit")
     run.add_argument("--tpm", type=float, default=None, help="tokens per minute limit")
@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             _print_estimate(estimate(config))
             return 0
+        check_writable(config.out)  # a gs:// output that cannot be written fails before any call
         manifest = run_pipeline(config)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

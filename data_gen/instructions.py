@@ -16,15 +16,18 @@ local dataset directory). A record gives its text as ``prompt`` (plain text, Nec
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from janus_jax.jsonio import sha256_file
+from etils import epath
+
+from janus_jax.jsonio import read_parquet, sha256_file
+from janus_jax.paths import to_path
 
 # A prompt that opens by giving the assistant a persona (after the Multifaceted Collection card's filter).
 PERSONA_PATTERN = re.compile(r"^\s*(you are|you're|imagine|take \w*(?: \w+)* role)\b", re.IGNORECASE)
@@ -58,8 +61,8 @@ class InstructionReport:
 
 
 # ------------------------------------------------------------------------------------------ reading
-def _iter_jsonl(path: Path) -> Iterator[RawRecord]:
-    with open(path, "rb") as f:
+def _iter_jsonl(path: epath.Path) -> Iterator[RawRecord]:
+    with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             origin = f"{path}:{lineno}"
             if not raw.strip():
@@ -94,7 +97,7 @@ def iter_source(source: str) -> Iterator[RawRecord]:
         for index, data in enumerate(dataset):
             yield RawRecord(f"{source}:{index + 1}", dict(data))
         return
-    path = Path(source)
+    path = to_path(source)
     if not path.exists():
         raise FileNotFoundError(f"instruction source {source} does not exist")
     suffix = path.suffix.lower()
@@ -107,13 +110,11 @@ def iter_source(source: str) -> Iterator[RawRecord]:
             raise ValueError(f"{source}: expected a JSON list of objects (or {{'data': [...]}})")
         yield from _iter_table(rows, str(path))
     elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        yield from _iter_table(pq.read_table(path).to_pylist(), str(path))
+        yield from _iter_table(read_parquet(path), str(path))
     elif suffix == ".csv":
         import csv
 
-        with open(path, newline="", encoding="utf-8") as f:
+        with path.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as f:
             for lineno, row in enumerate(csv.DictReader(f), 2):  # line 1 is the header
                 yield RawRecord(f"{path}:{lineno}", dict(row))
     else:
@@ -126,7 +127,7 @@ def iter_source(source: str) -> Iterator[RawRecord]:
 def default_main_source(source: str) -> str:
     if source.startswith("hf:"):
         return source[3:].partition(":")[0].rstrip("/").split("/")[-1]
-    return Path(source).stem
+    return to_path(source).stem
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -309,7 +310,7 @@ def load_instructions(
             {
                 "source": source,
                 "records_read": report.read - read_before,
-                **({"sha256": sha256_file(Path(source))} if Path(source).is_file() else {}),
+                **({"sha256": sha256_file(source)} if to_path(source).is_file() else {}),
             }
         )
     return report

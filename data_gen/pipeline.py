@@ -20,8 +20,9 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from etils import epath
 
 from data_gen import preference_sets, responses, rubrics, system_messages
 from data_gen.instructions import Decontaminator, load_instructions
@@ -29,6 +30,7 @@ from data_gen.splits import build_splits
 from data_gen.stage_runner import LLMTask, StageReport, load_stage_rows, run_llm_stage, stage_paths
 from janus_jax.jsonio import read_jsonl, sha256_file, write_json_atomic, write_jsonl_atomic
 from janus_jax.llm import LLMClient, price_for, run_batch
+from janus_jax.paths import to_path
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ MANIFEST_VERSION = 1
 
 @dataclass
 class PipelineConfig:
-    out: Path
+    out: epath.Path  # local or gs://
     model: str
     sources: list[str] = field(default_factory=list)
     base_url: str | None = None
@@ -49,7 +51,7 @@ class PipelineConfig:
     limit: int | None = None
     seed: int = 0
     decontaminate: list[str] = field(default_factory=list)
-    cache_path: Path | None = None  # default: OUT/cache/llm_cache.jsonl
+    cache_path: epath.Path | None = None  # default: OUT/cache/llm_cache.jsonl
     max_concurrency: int = 64
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
@@ -65,15 +67,15 @@ class PipelineConfig:
     command: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.out = Path(self.out)
+        self.out = to_path(self.out)
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}")
-        if self.cache_path is None:
-            self.cache_path = self.out / "cache" / "llm_cache.jsonl"
+        default_cache = self.out / "cache" / "llm_cache.jsonl"
+        self.cache_path = default_cache if self.cache_path is None else to_path(self.cache_path)
 
     @property
-    def stage_dir(self) -> Path:
+    def stage_dir(self) -> epath.Path:
         return self.out / "stages"
 
 
@@ -325,7 +327,7 @@ async def _run(config: PipelineConfig) -> dict[str, Any]:
     return manifest
 
 
-def _sha256_if_present(path: Path) -> str | None:
+def _sha256_if_present(path: epath.Path) -> str | None:
     return sha256_file(path) if path.exists() else None
 
 

@@ -18,17 +18,18 @@ without rows gets no file: datasets cannot read an empty parquet file). A row-al
 from __future__ import annotations
 
 import hashlib
-import os
+import io
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from etils import epath
 
 from data_gen.schemas import SPLIT_SCHEMAS
 from janus_jax.jsonio import write_jsonl_atomic
+from janus_jax.paths import write_atomic
 
 
 @dataclass
@@ -38,13 +39,13 @@ class SplitReport:
     pairs_skipped: int = 0  # instructions with fewer than two responses: no pair possible
 
 
-def _write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(rows, schema=schema)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _write_parquet(path: epath.Path, rows: list[dict[str, Any]], schema: pa.Schema) -> str:
+    """Write the split whole (`janus_jax.paths.write_atomic`: local or gs://); returns its sha256."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buffer)
+    data = buffer.getvalue()
+    write_atomic(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _messages(prompt: str, response: str) -> list[dict[str, str]]:
@@ -57,7 +58,7 @@ def build_splits(
     system_rows: dict[str, dict[str, Any]],
     response_rows: dict[str, dict[str, Any]],
     rubric_rows: dict[str, dict[str, Any]] | None,
-    out_dir: Path,
+    out_dir: epath.Path,
     seed: int,
 ) -> SplitReport:
     """Write every split; ``rubric_rows=None`` means the rubrics stage was not run (no bench split)."""

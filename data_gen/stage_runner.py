@@ -11,14 +11,15 @@ written in task order to ``<stage>.jsonl`` and the failures, with reasons, to
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from etils import epath
 
 from janus_jax.jsonio import Appender, read_jsonl, write_jsonl_atomic
 from janus_jax.llm import ChatRequest, ChatResult, LLMClient
+from janus_jax.paths import BUSY_LOG_FLUSH_S
 
 
 @dataclass
@@ -51,7 +52,7 @@ class StageReport:
         return self.deferred == 0
 
 
-def stage_paths(stage_dir: Path, name: str) -> dict[str, Path]:
+def stage_paths(stage_dir: epath.Path, name: str) -> dict[str, epath.Path]:
     return {
         "rows": stage_dir / f"{name}.jsonl",
         "partial": stage_dir / f"{name}.partial.jsonl",
@@ -59,7 +60,7 @@ def stage_paths(stage_dir: Path, name: str) -> dict[str, Path]:
     }
 
 
-def load_stage_rows(stage_dir: Path, name: str, template: str | None = None) -> dict[str, dict[str, Any]]:
+def load_stage_rows(stage_dir: epath.Path, name: str, template: str | None = None) -> dict[str, dict[str, Any]]:
     """Rows of a stage by id (final file, then the partial log; rows of another template are ignored)."""
     paths = stage_paths(stage_dir, name)
     rows: dict[str, dict[str, Any]] = {}
@@ -91,7 +92,7 @@ def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 
 async def run_llm_stage(
-    name: str, template: str, tasks: list[LLMTask], client: LLMClient, stage_dir: Path, *, progress: bool = True
+    name: str, template: str, tasks: list[LLMTask], client: LLMClient, stage_dir: epath.Path, *, progress: bool = True
 ) -> StageReport:
     """Run the tasks not done yet; see the module docstring."""
     paths = stage_paths(stage_dir, name)
@@ -102,7 +103,7 @@ async def run_llm_stage(
         name=name, template=template, tasks=len(tasks), done_before=sum(1 for task_id in existing if task_id in wanted)
     )
     before = _snapshot(client)
-    appender = Appender(paths["partial"])
+    appender = Appender(paths["partial"], flush_interval_s=BUSY_LOG_FLUSH_S)
     new_rows: dict[str, dict[str, Any]] = {}
 
     def on_result(index: int, result: ChatResult) -> None:
@@ -142,6 +143,5 @@ async def run_llm_stage(
     if report.complete:
         write_jsonl_atomic(paths["rows"], report.rows)
         write_jsonl_atomic(paths["failures"], report.failures)
-        if paths["partial"].exists():
-            os.remove(paths["partial"])
+        paths["partial"].unlink(missing_ok=True)
     return report

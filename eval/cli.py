@@ -18,6 +18,7 @@ from pathlib import Path
 from eval.benches import benchmarks
 from eval.benches.common import Benchmark, RunSettings
 from eval.stats import DEFAULT_LEVEL, DEFAULT_ROUNDS, DEFAULT_SEED
+from janus_jax.paths import check_writable, to_path
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -105,7 +106,7 @@ def _report(evaluate: Callable[[], dict], out: str) -> int:
     try:
         scores = evaluate()
     except NothingUsable as error:
-        summary = Path(out) / "scores.json"
+        summary = to_path(out) / "scores.json"
         if summary.exists():
             _print_summary(json.loads(summary.read_text()), out)
         print(f"error: {error}", file=sys.stderr)
@@ -182,7 +183,7 @@ def _print_summary(scores: dict, out: str) -> None:
         print("top failure reasons:")
         for reason in scores["failure_reasons"]:
             print(f"  {reason['count']}x {reason['reason']}")
-    print(f"report: {Path(out) / 'report.md'}")
+    print(f"report: {to_path(out) / 'report.md'}")
 
 
 def _cmd_rescore(args: argparse.Namespace) -> int:
@@ -247,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"run": _cmd_run, "best-of-n": _cmd_best_of_n, "rescore": _cmd_rescore, "compare": _cmd_compare,
                 "alpaca-lc": _cmd_alpaca_lc}
     try:
+        if getattr(args, "out", None) and not getattr(args, "dry_run", False):
+            check_writable(args.out)  # a gs:// output that cannot be written fails before any call
         if args.command in commands:
             return commands[args.command](args)
         return args.func(args)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+
+from janus_jax.paths import write_figure
 
 COLORS = {"win": "#2a9d8f", "tie": "#e9c46a", "loss": "#e76f51", "bar": "#457b9d", "edge": "#1d3557",
           "both good": "#8ab17d", "both bad": "#b0b0b0"}
@@ -22,15 +24,15 @@ def _axes(n_rows: int, title: str):
     return fig, ax
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: str | os.PathLike) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path)
+    write_figure(fig, path)
     plt.close(fig)
 
 
-def interval_plot(labels: list[str], ests: list[dict], title: str, xlabel: str, path: Path,
+def interval_plot(labels: list[str], ests: list[dict], title: str, xlabel: str, path: str | os.PathLike,
                   xlim: tuple[float, float] | None = None) -> None:
     """Horizontal bars with their bootstrap intervals; labels ending in "average" are drawn darker."""
     fig, ax = _axes(len(labels), title)
@@ -51,7 +53,7 @@ def interval_plot(labels: list[str], ests: list[dict], title: str, xlabel: str, 
 
 
 def share_plot(rows: list[tuple[str, dict[str, float]]], kinds: tuple[str, ...], title: str, xlabel: str,
-               path: Path) -> None:
+               path: str | os.PathLike) -> None:
     """One stacked 0-100% bar per row: the share of each outcome kind (e.g. win / tie / loss)."""
     fig, ax = _axes(len(rows), title)
     ys = list(range(len(rows)))[::-1]

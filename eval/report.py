@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
+
+from etils import epath
 
 from eval.benches import benchmarks
 from eval.benches.common import Benchmark
+from janus_jax.paths import to_path, write_atomic
 
 _MAX_IDS = 20
 
@@ -22,8 +25,8 @@ def fmt(est: dict | None, digits: int = 2) -> str:
     return f"{value} [{est['low']:.{digits}f}, {est['high']:.{digits}f}]"
 
 
-def load_scores(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "scores.json"
+def load_scores(run_dir: str | os.PathLike) -> dict[str, Any]:
+    path = to_path(run_dir) / "scores.json"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: no scores.json (not a finished eval run directory)")
     scores = json.loads(path.read_text())
@@ -103,9 +106,9 @@ def run_sections(s: dict) -> list[str]:
     return lines
 
 
-def write_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
-    """Write report.md and the plots for the given run directories into ``out_dir``."""
-    out_dir = Path(out_dir)
+def write_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> epath.Path:
+    """Write report.md and the plots for the given run directories (local or gs://) into ``out_dir``."""
+    out_dir = to_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = [load_scores(d) for d in run_dirs]
     lines = ["# Evaluation report", ""]
@@ -116,11 +119,11 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     for s in runs:
         lines += run_sections(s) + [""]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_atomic(path, "\n".join(lines))
     return path
 
 
-def plot_runs(runs: list[dict], out_dir: Path) -> list[str]:
+def plot_runs(runs: list[dict], out_dir: epath.Path) -> list[str]:
     """Each benchmark's own figures, then one figure of every summary-plot benchmark's overall score."""
     from eval.plots import interval_plot
 

@@ -19,9 +19,9 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from eval.benches import get_benchmark
@@ -31,6 +31,7 @@ from eval.parsing import PARSER_VERSION
 from eval.report import write_report
 from eval.store import RowStore, row_key, write_json
 from janus_jax.jsonio import read_records
+from janus_jax.paths import to_path
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def _load(bench: Benchmark, settings: RunSettings, limit: int | None) -> tuple[l
 
 def run(
     bench_name: str,
-    out: str | Path,
+    out: str | os.PathLike,
     model: ModelSpec,
     judge_spec: JudgeSpec | None,
     settings: RunSettings,
@@ -86,7 +87,7 @@ def run(
     bench = get_benchmark(bench_name)
     if judge_spec is None and bench.needs_judge(settings):
         raise ValueError(f"{bench.name} needs a judge: pass --judge NAME")
-    out = Path(out)
+    out = to_path(out)
     (out / "cache").mkdir(parents=True, exist_ok=True)
     items, problems = _load(bench, settings, limit)
     if not items:
@@ -200,9 +201,9 @@ def in_item_order(snapshots: list[dict], judgments: list[dict], key_fields: tupl
     return sorted(judgments, key=lambda row: (position.get(row["id"], len(position)), row_key(row, key_fields)))
 
 
-def score_dir(out: str | Path) -> dict[str, Any]:
+def score_dir(out: str | os.PathLike) -> dict[str, Any]:
     """Aggregate a run directory's stored judgments and write scores.json and the report."""
-    out = Path(out)
+    out = to_path(out)
     run_info = json.loads((out / "run.json").read_text())
     bench = get_benchmark(run_info["benchmark"])
     settings = RunSettings.from_json(run_info["settings"])
@@ -243,9 +244,9 @@ def _problem_counts(problems: dict[str, list]) -> str:
     return ", ".join(f"{kind} {len(ids)}" for kind, ids in problems.items()) or "no problem recorded"
 
 
-def rescore(out: str | Path) -> tuple[dict[str, Any], int]:
+def rescore(out: str | os.PathLike) -> tuple[dict[str, Any], int]:
     """Re-parse the stored raw judge replies with the current parser and re-aggregate; no LLM calls."""
-    out = Path(out)
+    out = to_path(out)
     run_info = json.loads((out / "run.json").read_text())
     bench = get_benchmark(run_info["benchmark"])
     store = RowStore(out / "judgments.jsonl", bench.key_fields)
@@ -269,7 +270,7 @@ def _tokens(messages: list[dict[str, str]]) -> int:
 
 def plan(
     bench_name: str,
-    out: str | Path,
+    out: str | os.PathLike,
     model: ModelSpec,
     judge_spec: JudgeSpec | None,
     settings: RunSettings,
@@ -284,7 +285,7 @@ def plan(
     from janus_jax.llm import price_for
 
     bench = get_benchmark(bench_name)
-    out = Path(out)
+    out = to_path(out)
     items, problems = _load(bench, settings, limit)
     stored = RowStore(out / "responses.jsonl", ("id",)) if (out / "responses.jsonl").exists() else None
     done = answers_of({r["id"]: r for r in stored.values()}) if stored else {}

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from janus_jax.paths import LineAppender, to_path, write_atomic
+from janus_jax.paths import LineAppender, is_url, to_path, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     Parquet list and struct columns come back as lists and dicts (pyarrow's ``to_pylist``), exactly as the
     same rows read from JSON: never numpy arrays, whose truth value is ambiguous.
     """
-    path = Path(path)
+    path = to_path(path)
     if path.suffix == ".jsonl":
         return read_jsonl(path)
     if path.suffix == ".json":
@@ -61,14 +61,27 @@ def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             raise ValueError(f"{path}: expected a JSON list of rows")
         return data
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
+        return read_parquet(path)
     raise ValueError(f"{path}: unsupported file type (use .json, .jsonl or .parquet)")
 
 
+def read_parquet(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows of a Parquet file, local or `gs://` (read through the path layer, as one download)."""
+    import pyarrow.parquet as pq
+
+    with to_path(path).open("rb") as f:
+        return pq.read_table(f).to_pylist()
+
+
 def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:
-    """Write all rows to a temporary file, fsync, then rename over ``path``: readers never see half a file."""
+    """Write all rows to a temporary file, fsync, then rename over ``path``: readers never see half a file.
+
+    A `gs://` object is uploaded in one piece (`janus_jax.paths.write_atomic`), which is atomic already.
+    """
+    if is_url(path):
+        lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
+        write_atomic(path, "".join(lines))
+        return len(lines)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -89,10 +102,11 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 class Appender:
-    """Appends one JSON row per write() call, so a kill loses at most the row being written (local or gs://)."""
+    """Appends one JSON row per write() call, so a kill loses at most the row being written (local or gs://;
+    see `janus_jax.paths.LineAppender` for ``flush_interval_s``)."""
 
-    def __init__(self, path: str | os.PathLike[str]):
-        self._lines = LineAppender(path)
+    def __init__(self, path: str | os.PathLike[str], *, flush_interval_s: float = 0.0):
+        self._lines = LineAppender(path, flush_interval_s=flush_interval_s)
         self.path = self._lines.path
 
     def write(self, row: dict[str, Any]) -> None:
@@ -105,7 +119,7 @@ class Appender:
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with to_path(path).open("rb") as f:
         while block := f.read(_HASH_CHUNK):
             digest.update(block)
     return digest.hexdigest()

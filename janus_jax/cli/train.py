@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from janus_jax.cli.config import ConfigError, config_args, resolve_config
+from janus_jax.paths import StorageUnavailable, check_writable
 
 
 def parse_run_args(
@@ -40,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     args, cfg = parse_run_args("janus-train", argv, "Train (or resume) one run in a workdir.")
     if not args.workdir:
         print("janus-train: --workdir is required", file=sys.stderr)
+        return 2
+    try:
+        check_writable(args.workdir)  # a gs:// workdir that cannot be written fails before compiling anything
+    except StorageUnavailable as error:
+        print(f"janus-train: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("janus_jax").setLevel(logging.INFO)

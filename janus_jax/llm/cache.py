@@ -7,6 +7,9 @@ are fsync'd at most ``fsync_interval_s`` after they are written and on close, so
 machine crash. The file is indexed by key -> byte offset, so a cache of millions of long replies costs
 little memory; texts are read back only on a hit.
 
+A ``gs://`` cache is downloaded once into a local working copy (read and indexed as above) and every new
+entry is also appended to the object (`janus_jax.paths.LineAppender`, uploaded every few seconds).
+
 The key (see ``request_key``) hashes model + messages + sampling parameters + response format, never
 the parser, so a better parser re-scores cached replies for free.
 """
@@ -18,9 +21,12 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
-from pathlib import Path
 from typing import Any
+
+from janus_jax.paths import BUSY_LOG_FLUSH_S, LineAppender, is_url, to_path
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +45,33 @@ class ResponseCache:
     """Maps request keys to completed replies, persisted in one append-only JSONL file."""
 
     def __init__(self, path: str | os.PathLike[str], fsync_interval_s: float = 0.05):
-        self.path = Path(path)
+        self.path = to_path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path  # what is read and appended here: the cache, or a gs:// cache's local copy
+        self._mirror: LineAppender | None = None
+        if is_url(self.path):
+            fd, local = tempfile.mkstemp(prefix="llm_cache.", suffix=".jsonl")
+            with os.fdopen(fd, "wb") as copy:
+                if self.path.exists():
+                    with self.path.open("rb") as source:
+                        shutil.copyfileobj(source, copy)
+            self._file = local
+            self._mirror = LineAppender(self.path, flush_interval_s=BUSY_LOG_FLUSH_S)
         self.fsync_interval_s = fsync_interval_s
         self.skipped_lines = 0
         self._index: dict[str, tuple[int, int]] = {}
         self._load_index()
-        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(self._file, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         self._seal_torn_tail()
         self._dirty = False
         self._fsync_scheduled = False
         self._last_fsync = time.monotonic()
 
     def _load_index(self) -> None:
-        if not self.path.exists():
+        if not os.path.exists(self._file):
             return
         offset = 0
-        with open(self.path, "rb") as f:
+        with open(self._file, "rb") as f:
             for lineno, line in enumerate(f, 1):
                 length = len(line)
                 key = line[len(_PREFIX) : len(_PREFIX) + _KEY_LEN].decode("ascii", "replace")
@@ -98,6 +114,8 @@ class ResponseCache:
         written = os.write(self._fd, line)  # O_APPEND: lands whole at the end, even with other writers
         if written != len(line):  # only on a full disk or similar; the torn line is skipped on load
             raise OSError(f"cache {self.path}: short write ({written} of {len(line)} bytes)")
+        if self._mirror is not None:
+            self._mirror.write(line.decode("utf-8"))
         offset = os.lseek(self._fd, 0, os.SEEK_CUR) - len(line)
         self._index[key] = (offset, len(line))
         self._dirty = True
@@ -129,3 +147,7 @@ class ResponseCache:
             self.sync()
             os.close(self._fd)
             self._fd = -1
+        if self._mirror is not None:
+            self._mirror.close()
+            self._mirror = None
+            os.remove(self._file)
