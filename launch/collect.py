@@ -10,12 +10,15 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from etils import epath
+
 from janus_jax import manifest as run_manifest
+from janus_jax.paths import is_url, to_path, write_atomic, write_figure
 from launch.sweep import SWEEP_RECORD
 
 METRICS_FILE = "metrics.jsonl"
@@ -29,12 +32,12 @@ class MetricsLog:
     malformed: list[str] = field(default_factory=list)
 
 
-def read_metrics(path: Path) -> MetricsLog:
+def read_metrics(path: epath.Path) -> MetricsLog:
     """Rows of a metrics JSONL file; lines that are not JSON objects with an int step are listed."""
     log = MetricsLog()
     if not path.exists():
         return log
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    for number, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -78,7 +81,7 @@ def _status(launch_entry: dict | None, manifest: dict | None) -> str:
     return "not started"
 
 
-def _points(sweep_dir: Path) -> tuple[list[dict], list[str]]:
+def _points(sweep_dir: epath.Path) -> tuple[list[dict], list[str]]:
     """Point entries from sweep.json, or (no record) every subdirectory that holds a run."""
     record_path = sweep_dir / SWEEP_RECORD
     if record_path.exists():
@@ -92,9 +95,12 @@ def _points(sweep_dir: Path) -> tuple[list[dict], list[str]]:
     return [{"name": d.name, "workdir": str(d), "overrides": {}} for d in found], []
 
 
-def collect(sweep_dir: str | Path) -> tuple[list[dict], list[str], list[str]]:
-    """(rows, swept keys, problems): one row per point, every unreadable input named in problems."""
-    sweep_dir = Path(sweep_dir)
+def collect(sweep_dir: str | os.PathLike) -> tuple[list[dict], list[str], list[str]]:
+    """(rows, swept keys, problems): one row per point, every unreadable input named in problems.
+
+    The sweep directory and the points' workdirs may be local or gs:// (read through the path layer).
+    """
+    sweep_dir = to_path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep directory {sweep_dir} does not exist")
     entries, swept_keys = _points(sweep_dir)
@@ -102,8 +108,8 @@ def collect(sweep_dir: str | Path) -> tuple[list[dict], list[str], list[str]]:
         raise FileNotFoundError(f"{sweep_dir}: no {SWEEP_RECORD} and no run directories in it")
     rows, problems = [], []
     for entry in entries:
-        workdir = Path(entry["workdir"])
-        if not workdir.is_absolute() and not workdir.exists():
+        workdir = to_path(entry["workdir"])
+        if not is_url(workdir) and not workdir.is_absolute() and not workdir.exists():
             workdir = sweep_dir / entry["name"]
         try:
             manifest = run_manifest.read_manifest(workdir)
@@ -156,7 +162,7 @@ def csv_table(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def plot(rows: list[dict], path: Path) -> bool:
+def plot(rows: list[dict], path: epath.Path) -> bool:
     """Loss curves of every point (train, and eval when logged); False when nothing to plot."""
     if not any(row["_series"]["loss"] for row in rows):
         return False
@@ -178,18 +184,19 @@ def plot(rows: list[dict], path: Path) -> bool:
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_figure(fig, path, dpi=120)
     plt.close(fig)
     return True
 
 
-def write_reports(sweep_dir: str | Path) -> tuple[str, list[str], list[str]]:
-    """Write results.md / .csv (and .png when there are curves); return (Markdown, problems, files)."""
-    sweep_dir = Path(sweep_dir)
+def write_reports(sweep_dir: str | os.PathLike) -> tuple[str, list[str], list[str]]:
+    """Write results.md / .csv (and .png when there are curves) into the sweep directory, local or gs://;
+    return (Markdown, problems, files)."""
+    sweep_dir = to_path(sweep_dir)
     rows, _, problems = collect(sweep_dir)
     table = markdown_table(rows)
-    (sweep_dir / TABLE_MD).write_text(table)
-    (sweep_dir / TABLE_CSV).write_text(csv_table(rows))
+    write_atomic(sweep_dir / TABLE_MD, table)
+    write_atomic(sweep_dir / TABLE_CSV, csv_table(rows))
     written = [TABLE_MD, TABLE_CSV]
     if plot(rows, sweep_dir / PLOT_PNG):
         written.append(PLOT_PNG)

@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from etils import epath
+
 from janus_jax import manifest as run_manifest
+from janus_jax.paths import to_path, write_atomic
 from launch.job import Job, JobError, preflight, resolve_config, with_overrides
 
 SWEEP_RECORD = "sweep.json"
@@ -135,14 +138,14 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     )
 
 
-def point_argv(sweep: Sweep, point: Point, program: Sequence[str], workdir: Path) -> list[str]:
+def point_argv(sweep: Sweep, point: Point, program: Sequence[str], workdir: epath.Path) -> list[str]:
     """The point's job command; its own overrides come after (and so win over) the shared ones."""
     overrides = {**sweep.fixed, **point.overrides}
     return with_overrides([*program, f"--config={sweep.base}", f"--workdir={workdir}"], overrides)
 
 
 def check_points(
-    sweep: Sweep, sweep_dir: Path, program: Sequence[str], *, check_workdirs: bool = True
+    sweep: Sweep, sweep_dir: epath.Path, program: Sequence[str], *, check_workdirs: bool = True
 ) -> dict[str, list[str]]:
     """Preflight every point; raise SweepError listing every bad point, else return argv by name."""
     try:
@@ -162,17 +165,15 @@ def check_points(
     return argvs
 
 
-def _write_record(sweep_dir: Path, record: dict) -> None:
-    tmp = sweep_dir / f".{SWEEP_RECORD}.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, sweep_dir / SWEEP_RECORD)
+def _write_record(sweep_dir: epath.Path, record: dict) -> None:
+    write_atomic(sweep_dir / SWEEP_RECORD, json.dumps(record, indent=2) + "\n")
 
 
 def run_sweep(
     sweep: Sweep,
     *,
-    sweep_dir: Path,
-    launch_point: Callable[[list[str], Path, str], int],
+    sweep_dir: str | os.PathLike,
+    launch_point: Callable[[list[str], epath.Path, str], int],
     target: str,
     program: Sequence[str] = DEFAULT_PROGRAM,
     submits: bool = False,
@@ -181,8 +182,10 @@ def run_sweep(
     """Run (or submit) every point; return 0 when all succeeded, 1 when any failed, 130 if interrupted.
 
     ``launch_point(argv, workdir, name)`` runs one point and returns its exit code; ``submits`` marks
-    targets (SLURM) where exit code 0 means "queued", not "finished".
+    targets (SLURM) where exit code 0 means "queued", not "finished". ``sweep_dir`` (and so every point's
+    workdir under it) may be a gs:// URL.
     """
+    sweep_dir = to_path(sweep_dir)
     argvs = check_points(sweep, sweep_dir, program, check_workdirs=not dry_run)
     record = {
         "sweep": sweep.name,

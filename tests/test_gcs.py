@@ -2,11 +2,7 @@
 checkpoints, metrics, manifest and loss plot to the bucket; export, serving and resumption read them back."""
 
 import signal
-import socket
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import jax
@@ -14,74 +10,19 @@ import numpy as np
 import pytest
 from train_helpers import cli_train, tiny_sft_config, write_sft_rows
 
+pytest_plugins = ["gcs_fixtures"]  # gcs_emulator, gcs_env, gs_dir
 REPO = Path(__file__).resolve().parents[1]
-BUCKET = "bkt"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _names(url: str) -> list[str]:
+    from gcs_fixtures import names
 
-
-@pytest.fixture(scope="session")
-def gcs_emulator(tmp_path_factory):
-    """A GCS emulator with one bucket, in memory (tests/gcs_emulator.py): the environment that points gcsfs,
-    TensorStore and google-cloud-storage at it (for this process and the programs a test starts)."""
-    pytest.importorskip("gcp_storage_emulator", reason="gs:// tests need gcp-storage-emulator (pip install -e .[test])")
-    pytest.importorskip("gcsfs", reason="gs:// workdirs need gcsfs (pip install -e .)")
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("gcs") / "emulator.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(REPO / "tests" / "gcs_emulator.py"), f"--port={port}", f"--bucket={BUCKET}"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    deadline = time.time() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError(f"the GCS emulator did not start: {log_path.read_text()[-2000:]}") from None
-            time.sleep(0.1)
-    url = f"http://127.0.0.1:{port}"
-    yield {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "t"}
-    # No teardown: the emulator exits after this process does (tests/gcs_emulator.py), since tensorboardX's
-    # gs:// writers upload once more while Python shuts down.
-
-
-@pytest.fixture
-def gcs_env(gcs_emulator, monkeypatch):
-    for key, value in gcs_emulator.items():
-        monkeypatch.setenv(key, value)
-    return gcs_emulator
-
-
-@pytest.fixture
-def gs_dir(gcs_env, request):
-    """A fresh gs:// folder for one test."""
-    return f"gs://{BUCKET}/{request.node.name[:40]}-{uuid.uuid4().hex[:8]}"
+    return names(url)
 
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
     return write_sft_rows(tmp_path_factory.mktemp("data") / "sft.jsonl")
-
-
-def _names(url: str) -> list[str]:
-    from etils import epath
-
-    return sorted(p.name for p in epath.Path(url).iterdir())
-
-
-def _download(url: str, local: Path) -> Path:
-    import fsspec
-
-    fsspec.filesystem("gs").get(url.rstrip("/") + "/", str(local), recursive=True)
-    return local
 
 
 def _exported_weights(source: str, out: Path) -> dict[str, np.ndarray]:
@@ -162,7 +103,9 @@ def test_a_gs_workdir_holds_the_whole_run_and_exports_as_its_local_copy_does(tmp
     assert epath.Path(f"{gs_dir}/loss.png").read_bytes().startswith(b"\x89PNG")
     assert _names(f"{gs_dir}/tensorboard")[0].startswith("events.out.tfevents")
 
-    local = _download(gs_dir, tmp_path / "copy")
+    from gcs_fixtures import download
+
+    local = download(gs_dir, tmp_path / "copy")
     _assert_same_weights(_exported_weights(gs_dir, tmp_path / "from_gs"), _exported_weights(str(local), tmp_path / "l"))
     assert load_for_inference(f"{gs_dir}/checkpoints/1").template == "mistral_inst"
     assert train(cfg, gs_dir) == final  # the same command again: a finished run, read back from the bucket

@@ -6,6 +6,8 @@ One rule picks the reader, so a path means the same thing everywhere:
   * an existing directory of `.jsonl` / `.parquet` shards: the shards, in sorted name order;
   * any other directory (e.g. a downloaded hub dataset repository) and anything else: a Hugging Face dataset,
     `datasets.load_dataset(source, split=split)`.
+A `gs://` URL of a file or folder follows the same rules (read through `janus_jax.paths`); one that does not
+exist is an error, never a hub name.
 Relative paths that do not exist from the working directory are also tried from the repository root, so the
 bundled `data/samples/...` work from anywhere in a source checkout.
 """
@@ -16,16 +18,25 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from etils import epath
+
 from janus_jax.data.report import INVALID_JSON, DataReport
+from janus_jax.jsonio import read_parquet
+from janus_jax.paths import is_url, to_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-def resolve_path(source: str) -> Path | None:
-    """The local path `source` names, or None when it names a hub dataset."""
+def resolve_path(source: str) -> epath.Path | Path | None:
+    """The local path or gs:// URL `source` names, or None when it names a hub dataset."""
     if not source:
         return None
+    if is_url(source):
+        url = to_path(source)
+        if not url.exists():
+            raise FileNotFoundError(f"data source {source} does not exist")
+        return url
     p = Path(source).expanduser()
     if p.exists():
         return p
@@ -57,7 +68,7 @@ def load_rows(source: str, split: str, report: DataReport, report_split: str) ->
     return rows
 
 
-def _load_file(path: Path, report: DataReport, report_split: str, first_row: int = 0) -> list[dict]:
+def _load_file(path: epath.Path | Path, report: DataReport, report_split: str, first_row: int = 0) -> list[dict]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return _read_jsonl(path, report, report_split, first_row)
@@ -69,13 +80,11 @@ def _load_file(path: Path, report: DataReport, report_split: str, first_row: int
             raise ValueError(f"{path}: a .json dataset must hold a list of row objects, got {type(data).__name__}")
         return data
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
+        return read_parquet(path)
     raise ValueError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
 
 
-def _read_jsonl(path: Path, report: DataReport, report_split: str, first_row: int) -> list[dict]:
+def _read_jsonl(path: epath.Path | Path, report: DataReport, report_split: str, first_row: int) -> list[dict]:
     rows: list[dict] = []
     row = first_row
     with path.open(encoding="utf-8") as f:
@@ -99,7 +108,7 @@ def _load_hub(name: str, split: str) -> list[dict]:
     return ds.to_list()
 
 
-def _load_tfds(path: Path, split: str) -> list[dict]:
+def _load_tfds(path: epath.Path | Path, split: str) -> list[dict]:
     import tensorflow_datasets as tfds
 
     builder = tfds.builder_from_directory(str(path))

@@ -1,0 +1,293 @@
+"""gs:// outputs of eval, data_gen and sweeps, and the start check of every CLI, against a real GCS emulator
+(tests/gcs_emulator.py on 127.0.0.1) and the scripted OpenAI-compatible server (tests/scripted_openai_server.py)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from etils import epath
+from scripted_openai_server import ScriptedOpenAIServer
+
+pytest_plugins = ["gcs_fixtures"]  # gcs_emulator, gcs_env, gs_dir
+REPO = Path(__file__).resolve().parents[1]
+MISSING_BUCKET = "gs://no-such-bucket-janus"
+
+
+def _names(url: str) -> list[str]:
+    from gcs_fixtures import names
+
+    return names(url)
+
+
+def _json(url: str):
+    return json.loads(epath.Path(url).read_text())
+
+
+# ------------------------------------------------------------------------------------------ the path layer
+def test_lines_appended_to_a_gs_object_are_composed_onto_it_and_a_background_flush_uploads_them(gs_dir):
+    from janus_jax.paths import LineAppender, write_atomic
+
+    log = f"{gs_dir}/log.jsonl"
+    write_atomic(log, "a\nb")  # a killed writer's torn last line
+    each = LineAppender(log)  # every write uploaded before it returns
+    each.write("c\n")
+    assert epath.Path(log).read_text() == "a\nb\nc\n"
+    each.close()
+    busy = LineAppender(log, flush_interval_s=0.1)
+    busy.write("d\n")
+    deadline = time.time() + 10
+    while not epath.Path(log).read_text().endswith("d\n") and time.time() < deadline:
+        time.sleep(0.05)  # uploaded by the background thread, without a further write or close
+    assert epath.Path(log).read_text() == "a\nb\nc\nd\n"
+    busy.write("e\n")
+    busy.close()
+    assert epath.Path(log).read_text() == "a\nb\nc\nd\ne\n"
+    assert _names(gs_dir) == ["log.jsonl"]  # no upload part left beside it
+
+
+def test_a_gs_llm_cache_is_read_back_by_the_next_process_and_a_torn_entry_is_skipped(gs_dir):
+    from janus_jax.llm.cache import ResponseCache, request_key
+
+    url = f"{gs_dir}/cache/llm_cache.jsonl"
+    first, second = request_key({"model": "m", "n": 1}), request_key({"model": "m", "n": 2})
+    cache = ResponseCache(url)
+    cache.put(first, {"text": "one"})
+    cache.close()
+    torn = epath.Path(url).read_bytes() + b'{"key": "' + second.encode() + b'", "te'  # as a kill mid-append
+    epath.Path(url).write_bytes(torn)
+    again = ResponseCache(url)
+    assert again.get(first)["text"] == "one" and again.get(second) is None and again.skipped_lines == 1
+    again.put(second, {"text": "two"})
+    again.close()
+    third = ResponseCache(url)
+    assert (third.get(first)["text"], third.get(second)["text"]) == ("one", "two")  # the sealed torn entry lost
+    third.close()
+
+
+# ------------------------------------------------------------------------------------------ the start check
+def test_a_writable_gs_folder_passes_the_start_check_and_keeps_no_probe(gs_dir):
+    from janus_jax.paths import check_writable
+
+    check_writable(gs_dir)
+    check_writable("relative/local/dir")  # local paths are not probed
+    assert not epath.Path(gs_dir).exists()
+
+
+def _no_credentials(monkeypatch, tmp_path):
+    """No emulator, no key file, no gcloud login, no metadata server (as on a laptop that never signed in)."""
+    for key in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+
+
+@pytest.mark.parametrize(
+    ("case", "url", "message"),
+    [
+        ("missing bucket", f"{MISSING_BUCKET}/run", "the bucket does not exist"),
+        ("unreachable", "gs://bkt/run", "the storage endpoint http://127.0.0.1:9 cannot be reached"),
+        ("no credentials", "gs://bkt/run", "no Google Cloud credentials"),
+    ],
+)
+def test_an_unwritable_gs_output_is_refused_in_seconds_naming_the_bucket(gcs_env, monkeypatch, tmp_path, case,
+                                                                         url, message):
+    from janus_jax.paths import StorageUnavailable, check_writable
+
+    if case == "unreachable":
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")
+    if case == "no credentials":
+        _no_credentials(monkeypatch, tmp_path)
+    started = time.time()
+    with pytest.raises(StorageUnavailable) as error:
+        check_writable(url)
+    assert f"cannot write to {url.split('/run')[0]} ({url})" in str(error.value) and message in str(error.value)
+    assert time.time() - started < 15  # not gcsfs's half-minute of retries
+
+
+@pytest.mark.parametrize("program", ["janus-train", "eval", "data_gen"])
+def test_every_cli_refuses_an_unwritable_gs_output_before_any_work(gcs_env, tmp_path, capsys, program):
+    from test_eval_end_to_end import multifaceted_args, write_bench
+
+    from data_gen.cli import main as data_gen_main
+    from eval.cli import main as eval_main
+    from janus_jax.cli.train import main as train_main
+
+    out = f"{MISSING_BUCKET}/{program}"
+    with ScriptedOpenAIServer(lambda call: "never asked") as server:
+        if program == "janus-train":
+            code = train_main([f"--config={REPO / 'configs' / 'sft.py'}:tiny", f"--workdir={out}"])
+        elif program == "eval":
+            code = eval_main(multifaceted_args(server, write_bench(tmp_path), out))
+        else:
+            src = tmp_path / "instructions.jsonl"
+            src.write_text(json.dumps({"id": "a", "prompt": "Explain tides."}) + "\n")
+            code = data_gen_main(["run", "--instructions", str(src), "--out", out, "--model", "m",
+                                  "--base-url", server.base_url, "--no-progress"])
+        assert server.call_count == 0
+    assert code == 2
+    assert f"cannot write to {MISSING_BUCKET} ({out}): the bucket does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ eval
+def test_an_eval_run_in_a_bucket_scores_resumes_rescores_and_compares_from_it(gs_dir):
+    """--bench-file and --out on gs://; the same command again asks nothing; rescore and compare read gs:// runs."""
+    from test_eval_end_to_end import Script, bench_rows, expected_multifaceted, multifaceted_args
+
+    from eval.cli import main as eval_main
+    from janus_jax.jsonio import write_jsonl_atomic
+
+    bench, run = f"{gs_dir}/bench.jsonl", f"{gs_dir}/run"
+    write_jsonl_atomic(bench, bench_rows())
+    script = Script(bench_rows())
+    with ScriptedOpenAIServer(script) as server:
+        assert eval_main(multifaceted_args(server, bench, run)) == 0
+        calls = server.call_count
+        assert eval_main(multifaceted_args(server, bench, run)) == 0
+        assert server.call_count == calls  # answers and judgments read back from the bucket
+    scores = _json(f"{run}/scores.json")
+    assert scores["overall"]["value"] == pytest.approx(expected_multifaceted()["overall"])
+    assert scores["problems"]["bad_bench_rows"] == ["3: no rubrics (neither 'rubrics' nor 'rubric')"]
+    expected = {"run.json", "items.jsonl", "responses.jsonl", "judgments.jsonl", "scores.json", "report.md",
+                "scores_by_benchmark.png", "cache"}
+    assert expected <= set(_names(run)), _names(run)
+    assert _names(f"{run}/cache") == ["generation.jsonl", "judge.jsonl"]
+    assert epath.Path(f"{run}/scores_by_benchmark.png").read_bytes().startswith(b"\x89PNG")
+
+    assert eval_main(["rescore", run]) == 0
+    assert _json(f"{run}/scores.json")["overall"] == scores["overall"]
+    assert eval_main(["compare", run, "--out", f"{gs_dir}/compare"]) == 0
+    assert f"{scores['overall']['value']:.2f}" in epath.Path(f"{gs_dir}/compare/report.md").read_text()
+
+
+@pytest.mark.slow  # waits out the upload interval of the busy logs before the kill
+def test_an_eval_run_killed_in_a_bucket_resumes_without_repeating_uploaded_judge_calls(gs_dir, gcs_env, tmp_path):
+    from test_eval_end_to_end import Script, bench_rows, expected_multifaceted, multifaceted_args
+
+    from eval.cli import main as eval_main
+    from janus_jax.jsonio import write_jsonl_atomic
+    from janus_jax.paths import BUSY_LOG_FLUSH_S
+
+    bench, run = f"{gs_dir}/bench.jsonl", f"{gs_dir}/run"
+    write_jsonl_atomic(bench, bench_rows())
+    reference = Script(bench_rows())
+    with ScriptedOpenAIServer(reference) as server:
+        assert eval_main(multifaceted_args(server, bench, f"{gs_dir}/reference")) == 0
+    script = Script(bench_rows())
+    script.hang_after = 8  # answer 8 judge calls, then leave every further call hanging
+    with ScriptedOpenAIServer(script) as server:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen([sys.executable, "-m", "eval", *multifaceted_args(server, bench, run)], cwd=REPO,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while script.judge_calls <= 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(BUSY_LOG_FLUSH_S + 2)  # the 8 answers reach the cache object in the bucket
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not epath.Path(f"{run}/scores.json").exists()
+        script.hang_after = None
+        script.judge_calls = 0
+        assert eval_main(multifaceted_args(server, bench, run)) == 0
+        assert 8 + script.judge_calls == reference.judge_calls - script.reask_skipped
+    assert _json(f"{run}/scores.json")["overall"]["value"] == pytest.approx(expected_multifaceted()["overall"])
+
+
+# ------------------------------------------------------------------------------------------ data_gen
+def test_data_gen_into_a_bucket_writes_what_a_local_run_writes_and_resumes_from_it(tmp_path, gs_dir):
+    """Instructions read from gs://; stage files, cache, failures, Parquet splits and manifest written there,
+    byte for byte what the same run writes locally; the same command again makes no call."""
+    from data_gen_rules import synth_rules
+    from test_data_gen_pipeline import final_snapshot, run_cli, write_instructions
+
+    from janus_jax.jsonio import read_jsonl, read_parquet
+
+    markers = ["", "[lastset]"]
+    local_src, gs_src = tmp_path / "instructions.jsonl", epath.Path(f"{gs_dir}/instructions.jsonl")
+    write_instructions(local_src, markers)
+    write_instructions(gs_src, markers)
+    local, out = tmp_path / "out", f"{gs_dir}/out"
+    with ScriptedOpenAIServer(synth_rules) as server:
+        assert run_cli(server, local_src, local, "--stages", "all") == 0
+        assert run_cli(server, gs_src, out, "--stages", "all") == 0
+        calls = server.call_count
+        assert run_cli(server, gs_src, out, "--stages", "all") == 0
+        assert server.call_count == calls  # every row read back from the bucket
+
+    splits = final_snapshot(local)
+    assert set(splits) == {"sft", "small", "dpo", "orpo", "rm", "bench"}
+    for name, rows in splits.items():
+        assert read_parquet(f"{out}/final/{name}/train.parquet") == rows, name
+    manifest, local_manifest = _json(f"{out}/manifest.json"), json.loads((local / "manifest.json").read_text())
+    assert manifest["splits"] == local_manifest["splits"]  # same Parquet bytes (sha256)
+    for name in ("preference_sets", "system_messages", "responses", "rubrics"):  # instructions name their source
+        assert manifest["stage_files"][name] == local_manifest["stage_files"][name], name
+    (failure,) = read_jsonl(f"{out}/failures.jsonl")
+    assert failure["stage"] == "responses" and failure["origin"] == f"{gs_src}:2"
+    assert {**failure, "origin": None} == {**read_jsonl(local / "failures.jsonl")[0], "origin": None}
+    assert _names(f"{out}/cache") == ["llm_cache.jsonl"]
+    assert len(read_jsonl(f"{out}/cache/llm_cache.jsonl")) == len(read_jsonl(local / "cache" / "llm_cache.jsonl"))
+    assert not any(name.endswith(".partial.jsonl") for name in _names(f"{out}/stages"))
+
+
+# ------------------------------------------------------------------------------------------ sweeps
+TOY_CONFIG = """
+import ml_collections
+
+
+def get_config(preset="tiny"):
+    return ml_collections.ConfigDict({"optimizer": {"lr": 1e-3}, "steps": 3})
+"""
+
+
+def test_a_sweep_in_a_bucket_keeps_its_record_there_and_collect_tables_its_gs_workdirs(tmp_path, gs_dir, capsys):
+    """run_sweep with gs:// workdirs (each point writes what janus-train leaves: a manifest and metrics lines),
+    then `python -m launch collect gs://...` reads them into results.md / .csv / .png in the bucket."""
+    import ml_collections
+
+    from janus_jax.jsonio import Appender
+    from janus_jax.manifest import finish_manifest, write_manifest
+    from launch.cli import main as launch_main
+    from launch.sweep import load_sweep, run_sweep
+
+    (tmp_path / "toy.py").write_text(TOY_CONFIG)
+    sweep_file = tmp_path / "lr_sweep.py"
+    sweep_file.write_text(textwrap.dedent(f"""
+        def get_sweep():
+            return {{"base": "{tmp_path / 'toy.py'}:tiny", "grid": {{"optimizer.lr": [0.1, 0.2]}}}}
+    """))
+
+    def train_point(argv, workdir, name):
+        lr = float(argv[-1].split("=")[1])
+        write_manifest(workdir, config=ml_collections.ConfigDict({"optimizer": {"lr": lr}, "steps": 3}))
+        metrics = Appender(workdir / "metrics.jsonl")
+        for step in (1, 2, 3):
+            metrics.write({"step": step, "loss": lr * 10 / step})
+        metrics.close()
+        finish_manifest(workdir, "completed")
+        return 0
+
+    sweep_dir = f"{gs_dir}/sweep"
+    assert run_sweep(load_sweep(sweep_file), sweep_dir=sweep_dir, launch_point=train_point, target="local") == 0
+    record = _json(f"{sweep_dir}/sweep.json")
+    assert [p["workdir"] for p in record["points"]] == [f"{sweep_dir}/00-lr=0.1", f"{sweep_dir}/01-lr=0.2"]
+    assert [p["status"] for p in record["points"]] == ["completed", "completed"]
+    metrics = epath.Path(f"{sweep_dir}/01-lr=0.2/metrics.jsonl")
+    metrics.write_bytes(metrics.read_bytes() + b'{"step": 4, "lo')  # a torn line: counted, never dropped silently
+
+    assert launch_main(["collect", sweep_dir]) == 0
+    out, err = capsys.readouterr()
+    assert "1 unreadable input(s)" in err and "01-lr=0.2/metrics.jsonl:4: not JSON" in err
+    rows = [line.split(" | ") for line in out.splitlines()[2:]]
+    assert [(r[0].strip("| "), r[2], r[3], r[4]) for r in rows] == [
+        ("00-lr=0.1", "completed", "3", "0.333333"), ("01-lr=0.2", "completed", "3", "0.666667")]
+    assert {"results.md", "results.csv", "results.png"} <= set(_names(sweep_dir))
+    assert epath.Path(f"{sweep_dir}/results.md").read_text() == out
+    csv_rows = epath.Path(f"{sweep_dir}/results.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("point,optimizer.lr,status") and csv_rows[2].endswith(",1")
