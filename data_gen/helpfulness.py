@@ -28,14 +28,18 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
+import os
 import random
 import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
+
+from janus_jax.jsonio import write_json_atomic, write_jsonl_atomic
+from janus_jax.paths import StorageUnavailable, check_writable, to_path
 
 SOURCES = ("hh", "oasst", "webgpt")
 HUB = {
@@ -153,13 +157,13 @@ def convert_rows(source: str, rows: Iterable[dict[str, Any] | None]) -> tuple[li
 
 
 def read_rows(path_or_hub_id: str, split: str = "train") -> list[dict[str, Any] | None]:
-    """Rows of a local `.jsonl`, `.jsonl.gz`, `.json` or `.parquet` file (a line that is not JSON becomes None,
-    so it is reported by index), or of a hub dataset."""
-    path = Path(path_or_hub_id)
+    """Rows of a `.jsonl`, `.jsonl.gz`, `.json` or `.parquet` file, local or gs:// (a line that is not JSON
+    becomes None, so it is reported by index), or of a hub dataset."""
+    path = to_path(path_or_hub_id)
     if path.name.endswith(".jsonl.gz") or path.suffix == ".jsonl":
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            return [_json_or_none(line) for line in f if line.strip()]
+        with path.open("rb") as raw:
+            data = gzip.decompress(raw.read()) if path.suffix == ".gz" else raw.read()
+        return [_json_or_none(line) for line in io.StringIO(data.decode("utf-8")) if line.strip()]
     from janus_jax.data.report import DataReport
     from janus_jax.data.sources import load_rows
 
@@ -199,7 +203,7 @@ def mix(pairs: dict[str, list[dict]], total: int, probs: dict[str, float], seed:
     return drawn
 
 
-def build(sources: dict[str, list[str]], out: Path, *, total: int, probs: dict[str, float], seed: int,
+def build(sources: dict[str, list[str]], out: str | os.PathLike, *, total: int, probs: dict[str, float], seed: int,
           split: str = "train") -> dict[str, Any]:
     """Convert every source, draw the mix, write `rm_helpful.jsonl` and `report.json`; return the report."""
     pairs: dict[str, list[dict]] = {}
@@ -216,10 +220,8 @@ def build(sources: dict[str, list[str]], out: Path, *, total: int, probs: dict[s
             pairs[name] += converted
             problems += bad
     mixed = mix(pairs, total, probs, seed)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "rm_helpful.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in mixed), encoding="utf-8")
-    tmp.replace(out / "rm_helpful.jsonl")
+    out = to_path(out)
+    write_jsonl_atomic(out / "rm_helpful.jsonl", mixed)
     report = {
         "pairs": len(mixed),
         "seed": seed,
@@ -230,7 +232,7 @@ def build(sources: dict[str, list[str]], out: Path, *, total: int, probs: dict[s
         "not_converted": dict(Counter(f"{p['source']}: {p['reason']}" for p in problems)),
         "problems": problems,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    write_json_atomic(out / "report.json", report)
     return report
 
 
@@ -240,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(flag, action="append", default=None, metavar="SRC",
                             help=f"local file (.jsonl, .jsonl.gz, .json, .parquet) or hub id (default {HUB[name]}); "
                                  "repeatable")
-    parser.add_argument("--out", required=True, type=Path, help="directory for rm_helpful.jsonl and report.json")
+    parser.add_argument("--out", required=True, type=to_path,
+                        help="directory (local or gs://) for rm_helpful.jsonl and report.json")
     parser.add_argument("--pairs", type=int, default=PAPER_PAIRS, help=f"pairs in the mix (default {PAPER_PAIRS})")
     parser.add_argument("--probs", default="0.72,0.14,0.14", help="shares of hh,oasst,webgpt (default the paper's)")
     parser.add_argument("--seed", type=int, default=42)
@@ -254,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--probs wants three non-negative numbers for hh,oasst,webgpt, got {args.probs!r}")
     probs = dict(zip(SOURCES, values, strict=True))
     sources = {name: getattr(args, name) or [HUB[name]] for name in SOURCES if probs[name] > 0}
+    try:
+        check_writable(args.out)
+    except StorageUnavailable as error:
+        parser.exit(2, f"error: {error}\n")
     report = build(sources, args.out, total=args.pairs, probs=probs, seed=args.seed, split=args.split)
     print(json.dumps({k: v for k, v in report.items() if k != "problems"}, indent=1))
     print(f"wrote {args.out / 'rm_helpful.jsonl'} ({report['pairs']} pairs); "

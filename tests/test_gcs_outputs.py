@@ -291,3 +291,38 @@ def test_a_sweep_in_a_bucket_keeps_its_record_there_and_collect_tables_its_gs_wo
     assert epath.Path(f"{sweep_dir}/results.md").read_text() == out
     csv_rows = epath.Path(f"{sweep_dir}/results.csv").read_text().splitlines()
     assert csv_rows[0].startswith("point,optimizer.lr,status") and csv_rows[2].endswith(",1")
+
+
+# ------------------------------------------------------------------------------------------ training data
+def test_training_data_on_gs_reads_as_the_same_local_files_do(tmp_path, gs_dir):
+    """`config.data.source` as a gs:// JSONL file (a bad line reported with its place), Parquet file or folder
+    of shards; a gs:// source that does not exist is an error, never taken for a hub dataset name."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from train_helpers import write_sft_rows
+
+    from janus_jax.data.report import DataReport
+    from janus_jax.data.sources import load_rows
+
+    local = write_sft_rows(tmp_path / "sft.jsonl", n_instructions=2)
+    lines = local.read_text().splitlines(keepends=True)
+    text = "".join(lines[:2]) + "{not json\n" + "".join(lines[2:])
+    parquet = tmp_path / "sft.parquet"
+    pq.write_table(pa.Table.from_pylist([json.loads(line) for line in lines]), parquet)
+    epath.Path(f"{gs_dir}/sft.jsonl").write_text(text)
+    epath.Path(f"{gs_dir}/sft.parquet").write_bytes(parquet.read_bytes())
+    for shard, part in (("a.jsonl", lines[:3]), ("b.jsonl", lines[3:])):
+        epath.Path(f"{gs_dir}/shards/{shard}").write_text("".join(part))
+
+    def rows(source: str) -> tuple[list, list]:
+        report = DataReport(source=source)
+        return load_rows(source, "train", report, "train"), [(i.row, i.detail) for i in report.issues]
+
+    want = [json.loads(line) for line in lines]
+    loaded, issues = rows(f"{gs_dir}/sft.jsonl")
+    assert loaded == want[:2] + [None] + want[2:]
+    assert [(row, detail.split(":")[0]) for row, detail in issues] == [(2, "sft.jsonl line 3")]
+    assert rows(f"{gs_dir}/sft.parquet") == (want, [])
+    assert rows(f"{gs_dir}/shards") == (want, [])
+    with pytest.raises(FileNotFoundError, match=f"data source {gs_dir}/nothing.jsonl does not exist"):
+        rows(f"{gs_dir}/nothing.jsonl")
