@@ -188,12 +188,9 @@ def _print_summary(manifest: dict[str, Any]) -> None:
             print(f"  {failure['count']}x {failure['stage']}: {failure['reason']}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
-    logging.getLogger("openai").setLevel(logging.WARNING)
-    config = PipelineConfig(
+def _pipeline_config(args: argparse.Namespace, argv: list[str] | None) -> PipelineConfig:
+    """The run's settings; bad combinations (e.g. --batch with a gs:// --out) raise ValueError."""
+    return PipelineConfig(
         out=args.out,
         model=args.model,
         sources=args.instructions,
@@ -218,7 +215,15 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
         command=["python", "-m", "data_gen", *(argv if argv is not None else sys.argv[1:])],
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    logging.getLogger("openai").setLevel(logging.WARNING)
     try:
+        config = _pipeline_config(args, argv)
         if args.dry_run:
             _print_estimate(estimate(config))
             return 0

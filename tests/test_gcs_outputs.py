@@ -135,6 +135,19 @@ def test_every_cli_refuses_an_unwritable_gs_output_before_any_work(gcs_env, tmp_
     assert f"cannot write to {MISSING_BUCKET} ({out}): the bucket does not exist" in capsys.readouterr().err
 
 
+def test_data_gen_refuses_batch_mode_into_a_bucket_before_any_call(gs_dir, tmp_path, capsys):
+    """The Batch API's state is kept on a local disk (janus_jax/llm/batch.py)."""
+    from data_gen.cli import main as data_gen_main
+
+    src = tmp_path / "instructions.jsonl"
+    src.write_text(json.dumps({"id": "a", "prompt": "Explain tides."}) + "\n")
+    with ScriptedOpenAIServer(lambda call: "never asked") as server:
+        code = data_gen_main(["run", "--instructions", str(src), "--out", gs_dir, "--model", "m", "--batch",
+                              "--base-url", server.base_url, "--no-progress"])
+        assert server.call_count == 0
+    assert code == 2 and f"{gs_dir} is not local: use a local --out with --batch" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------ eval
 def test_an_eval_run_in_a_bucket_scores_resumes_rescores_and_compares_from_it(gs_dir):
     """--bench-file and --out on gs://; the same command again asks nothing; rescore and compare read gs:// runs."""
