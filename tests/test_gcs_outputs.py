@@ -249,6 +249,53 @@ def test_data_gen_into_a_bucket_writes_what_a_local_run_writes_and_resumes_from_
     assert not any(name.endswith(".partial.jsonl") for name in _names(f"{out}/stages"))
 
 
+@pytest.mark.slow  # slow replies, so that the kill comes after an upload of the partial stage file
+def test_data_gen_killed_in_a_bucket_resumes_without_asking_again_for_uploaded_rows(tmp_path, gs_dir, gcs_env):
+    from data_gen_rules import synth_rules
+    from scripted_openai_server import Reply
+    from test_data_gen_pipeline import FAST, final_snapshot, run_cli, write_instructions
+
+    from janus_jax.jsonio import read_jsonl, read_parquet
+
+    src = tmp_path / "instructions.jsonl"
+    write_instructions(src, [""] * 6)  # 18 gold responses
+
+    def slow_responses(call):
+        reply = synth_rules(call)
+        return Reply(reply, delay_s=0.4) if call.system.startswith("You are a careful assistant") else reply
+
+    with ScriptedOpenAIServer(synth_rules) as reference_server:
+        assert run_cli(reference_server, src, tmp_path / "reference") == 0
+    out = f"{gs_dir}/out"
+    partial = epath.Path(f"{out}/stages/responses.partial.jsonl")
+    with ScriptedOpenAIServer(slow_responses) as server:
+        command = [sys.executable, "-m", "data_gen", "run", "--instructions", str(src), "--out", out, "--model",
+                   "scripted", "--base-url", server.base_url, "--max-concurrency", "1", *FAST]
+        proc = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not epath.Path(f"{out}/stages/responses.jsonl").exists()
+        uploaded = {row["id"] for row in read_jsonl(partial, skip_bad_lines=True)}
+        assert 1 <= len(uploaded) < 18
+        first_run_calls = server.call_count
+        assert run_cli(server, src, out) == 0
+        second_run = server.calls[first_run_calls:]
+
+    def row_of(call) -> str:  # "ins-<i>/<k>" from the prompt and the system message
+        return f"ins-{call.user.split(':')[0].split()[1]}/{call.system.split('for set ')[1][0]}"
+
+    assert all(call.system.startswith("You are a careful assistant") for call in second_run)
+    assert not {row_of(call) for call in second_run} & uploaded  # rows in the bucket are never asked again
+    assert len(second_run) <= 18 - len(uploaded)
+    assert not partial.exists()
+    for name, rows in final_snapshot(tmp_path / "reference").items():
+        assert read_parquet(f"{out}/final/{name}/train.parquet") == rows, name
+
+
 # ------------------------------------------------------------------------------------------ sweeps
 TOY_CONFIG = """
 import ml_collections
