@@ -147,10 +147,9 @@ class LineAppender:
                 return
             try:
                 self._upload(data)
-            except BaseException as error:
+            except BaseException:
                 with self._lock:  # kept: the next flush sends them again
                     self._pending[:0] = data
-                    self._error = error
                 raise
 
     def _upload(self, data: bytes) -> None:
@@ -169,8 +168,10 @@ class LineAppender:
         while not self._stop.wait(interval_s):
             try:
                 self.flush()
-            except Exception:  # noqa: BLE001 - kept in _error and raised by the next write or close
+            except Exception as error:  # noqa: BLE001 - raised by the next write; close retries the upload
                 log.warning("%s: upload failed; retried at the next flush", self.path, exc_info=True)
+                with self._lock:
+                    self._error = error
 
     def _raise_upload_error(self) -> None:
         if self._error is not None:
@@ -187,7 +188,7 @@ class LineAppender:
             self._stop.set()
             if self._flusher is not None:
                 self._flusher.join()
-            self._error = None  # the flush below retries whatever a failed upload kept
+            self._error = None  # the flush below retries what a failed upload kept, and raises if it fails again
             self.flush()
 
 

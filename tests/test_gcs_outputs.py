@@ -51,6 +51,26 @@ def test_lines_appended_to_a_gs_object_are_composed_onto_it_and_a_background_flu
     assert _names(gs_dir) == ["log.jsonl"]  # no upload part left beside it
 
 
+def test_a_failed_background_upload_is_raised_by_the_next_write_and_its_lines_are_kept(gs_dir):
+    from janus_jax.paths import LineAppender
+
+    log = epath.Path(f"{gs_dir}/log.jsonl")
+    busy = LineAppender(log, flush_interval_s=0.1)
+    busy.write("a\n")
+    deadline = time.time() + 10
+    while not log.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    log.unlink()  # the next compose has no object to append to: the upload fails
+    busy.write("b\n")
+    with pytest.raises(OSError, match=f"{log}: uploading appended lines failed"):
+        while time.time() < deadline:
+            busy.write("")  # raises once the background upload has failed
+            time.sleep(0.05)
+    log.write_text("a\n")
+    busy.close()  # retries the lines the failed upload kept
+    assert log.read_text() == "a\nb\n"
+
+
 def test_a_gs_llm_cache_is_read_back_by_the_next_process_and_a_torn_entry_is_skipped(gs_dir):
     from janus_jax.llm.cache import ResponseCache, request_key
 
