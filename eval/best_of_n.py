@@ -28,6 +28,7 @@ from eval.benches import get_benchmark
 from eval.benches.common import Benchmark, Item, RunSettings
 from eval.runner import JudgeSpec, ModelSpec, plan, run
 from eval.store import write_json
+from janus_jax.paths import is_url
 
 SUBDIR = "best_of_n"
 
@@ -180,6 +181,8 @@ def run_best_of_n(
     bench = get_benchmark(bench_name)
     if judge_spec is None and bench.needs_judge(settings):
         raise ValueError(f"{bench.name} needs a judge: pass --judge NAME")
+    if is_url(out):  # pathlib would turn gs://B/D into a local folder gs:/B/D
+        raise ValueError(f"best-of-n samples into local files (janus-best-of-n); {out} is not local: use a local --out")
     out = Path(out)
     items = _items(bench, settings, limit)
     sampling = _sampling(bench, items, settings, spec.seed)

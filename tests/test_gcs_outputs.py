@@ -199,6 +199,18 @@ def test_an_eval_run_in_a_bucket_scores_resumes_rescores_and_compares_from_it(gs
     assert f"{scores['overall']['value']:.2f}" in epath.Path(f"{gs_dir}/compare/report.md").read_text()
 
 
+def test_best_of_n_refuses_a_gs_output_before_sampling(gs_dir):
+    """Its samples are written by janus-best-of-n to local files; pathlib would make gs://B a local gs:/B."""
+    from eval.benches.common import RunSettings
+    from eval.best_of_n import BestOfN, run_best_of_n
+    from eval.runner import JudgeSpec
+
+    spec = BestOfN("no-policy", "no-rm", 2)
+    with pytest.raises(ValueError, match=f"{gs_dir}/bo is not local: use a local --out"):
+        run_best_of_n("multifaceted", f"{gs_dir}/bo", spec, JudgeSpec("judge"), RunSettings())
+    assert not Path("gs:").exists()
+
+
 @pytest.mark.slow  # waits out the upload interval of the busy logs before the kill
 def test_an_eval_run_killed_in_a_bucket_resumes_without_repeating_uploaded_judge_calls(gs_dir, gcs_env, tmp_path):
     from test_eval_end_to_end import Script, bench_rows, expected_multifaceted, multifaceted_args
