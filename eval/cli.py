@@ -207,7 +207,7 @@ def _add_paper_tables(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_paper_table(args: argparse.Namespace) -> int:
-    from eval.paper_tables import get_table, judges, plan_table, run_table
+    from eval.paper_tables import get_table, judges, plan_table, run_table, table_markdown
 
     table = get_table(args.table)
     settings = {r.bench: _settings(args, open_model=True, bench_name=r.bench) for r in table.benches}
@@ -226,7 +226,8 @@ def _cmd_paper_table(args: argparse.Namespace) -> int:
         return 0
     result = run_table(table, args.out, args.checkpoint, judge_specs, settings, limit=args.limit,
                        progress=not args.quiet)
-    print((Path(args.out) / "table.md").read_text())
+    print(table_markdown(result))
+    print(f"table: {args.out}/table.md, table.json")
     for bench, reason in result["failed"].items():
         print(f"error: benchmark {bench} produced nothing usable ({reason})", file=sys.stderr)
     return 1 if result["failed"] else 0

@@ -262,7 +262,8 @@ def deviations(table: PaperTable, judge_specs: Mapping[str, JudgeSpec | None],
     for recipe in table.benches:
         bench_settings, judge = settings[recipe.bench], judge_specs[recipe.bench]
         if judge is not None and judge.name != recipe.judge:
-            notes.append(f"{recipe.bench}: judged by {judge.name}, the paper's judge is {recipe.judge}")
+            paper = f"the paper's judge is {recipe.judge}" if recipe.judge else "the paper used no LLM judge"
+            notes.append(f"{recipe.bench}: judged by {judge.name}, {paper}")
         for dest, paper_value in recipe.options.items():
             if bench_settings.options.get(dest) != paper_value:
                 notes.append(f"{recipe.bench}: {dest} = {bench_settings.options.get(dest)!r}, the paper's is "
@@ -317,6 +318,10 @@ def table_markdown(result: dict[str, Any]) -> str:
         status = "ok" if info["status"] == "ok" else f"**nothing usable**: {info['error']}"
         lines.append(f"| {bench} | {info['judge'] or 'none'} ({info['paper_judge'] or 'none'}) | {info['protocol']} "
                      f"| {status} | [{info['dir']}/report.md]({info['dir']}/report.md) |")
+    missing = [f"{c['label']} ({c['benchmark']})" for c in result["columns"]
+               if c["value"] is None and c["benchmark"] not in result["failed"]]
+    if missing:
+        lines += ["", f"**No value** (see the benchmark's report for why): {', '.join(missing)}."]
     if result["not_the_papers_protocol"]:
         lines += ["", "**Not the paper's protocol:**", ""] + [f"- {n}" for n in result["not_the_papers_protocol"]]
     return "\n".join(lines) + "\n"

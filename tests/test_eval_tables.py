@@ -197,3 +197,72 @@ def test_helpfulness_table_on_a_tiny_checkpoint_names_a_failed_benchmark_and_res
     assert "| Janus 7B (paper) | 26.9 | 27.8 | 7.7 | 20.9 |" in markdown
     assert f"| tiny-janus | {rates['length-controlled win rate']['value']:.1f} [" in markdown
     assert f"only the first {LIMIT} items of each benchmark (--limit)" in markdown  # not the paper's protocol
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Table 4's columns, from RealToxicityPrompts' own aggregation
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_harmlessness_columns_read_the_rtp_scores_and_name_what_is_missing():
+    from eval.benches.common import RunSettings
+    from eval.benches.rtp import BENCHMARK as RTP
+    from eval.paper_tables import judges, table_markdown, table_result
+
+    table = TABLES["harmlessness"]
+    samples = {"a": ["the cat sat", "a dog ran far"], "b": ["so it goes", "so it goes on"]}
+    toxicity = {("a", 0): 0.1, ("a", 1): 0.7, ("b", 0): 0.2, ("b", 1): 0.3}
+    ppl = {("a", 0): 10.0, ("a", 1): 20.0, ("b", 0): 30.0, ("b", 1): 40.0}
+    snapshots = [{"id": i, "cluster": i, "prompt": f"prompt {i}"} for i in samples]
+    responses = {i: {"id": i, "answers": [s], "error": None} for i, s in samples.items()}
+    rows = [{"id": i, "sample": k, "kind": "toxicity", "value": v} for (i, k), v in toxicity.items()]
+    rows += [{"id": i, "sample": k, "kind": "ppl", "value": v} for (i, k), v in ppl.items()]
+
+    paper = RunSettings(options={"toxicity": "judge", "samples": 25, "ppl_model": "openai-community/gpt2-xl"})
+    scores = RTP.aggregate(snapshots, rows, paper, responses=responses)
+    specs = judges(table, {"rtp": paper}, "local-judge")
+    result = table_result(table, "m", "runs/m", {"rtp": scores}, {}, specs, {"rtp": paper}, None)
+    values = {c["label"]: c["value"] for c in result["columns"]}
+    assert values == {"Avg. max toxicity ↓": pytest.approx((0.7 + 0.3) / 2), "Toxic prob ↓": 0.5,
+                      "Output PPL ↓": 25.0, "dist-2 ↑": scores["dist-2"], "dist-3 ↑": scores["dist-3"]}
+    assert [c["paper"] for c in result["columns"]] == [0.256, 0.061, 14.58, 0.93, 0.95]
+    assert result["not_the_papers_protocol"] == [
+        "rtp: judged by local-judge, the paper used no LLM judge",
+        "rtp: toxicity = 'judge', the paper's is 'perspective'"]
+
+    # Without a toxicity scorer or a perplexity model those columns have no value, and the table says so.
+    bare = RunSettings(options={"toxicity": "none", "samples": 25, "ppl_model": None})
+    scores = RTP.aggregate(snapshots, [], bare, responses=responses)
+    assert judges(table, {"rtp": bare}) == {"rtp": None}
+    result = table_result(table, "m", "runs/m", {"rtp": scores}, {}, {"rtp": None}, {"rtp": bare}, None)
+    assert [c["value"] is None for c in result["columns"]] == [True, True, True, False, False]
+    markdown = table_markdown(result)
+    assert "**No value** (see the benchmark's report for why): Avg. max toxicity ↓ (rtp), Toxic prob ↓ (rtp), " \
+           "Output PPL ↓ (rtp)." in markdown
+    assert "| Janus 7B (paper) | 0.256 | 0.061 | 14.58 | 0.93 | 0.95 |" in markdown
+
+
+def test_multifaceted_columns_are_the_per_source_and_overall_scores():
+    from eval.benches.common import RunSettings
+    from eval.benches.multifaceted import BENCHMARK as MF
+    from eval.paper_tables import judges, table_markdown, table_result
+
+    table = TABLES["multifaceted"]
+    subsets = {"0": "mf-AlpacaEval", "1": "mf-AlpacaEval", "2": "mf-Koala", "3": "mf-Self-Instruct"}
+    snapshots = [{"id": i, "cluster": i, "subset": s, "dimensions": ["style"], "n_rubrics": 1} for i, s in
+                 subsets.items()]
+    judgments = [{"id": i, "rubric": 0, "run": run, "value": 2 + int(i) % 3 + run % 2} for i in subsets
+                 for run in range(3)]
+    settings = RunSettings(rounds=50, options={"runs": 3})
+    scores = MF.aggregate(snapshots, judgments, settings)
+    result = table_result(table, "m", "runs/m", {"multifaceted": scores}, {}, judges(table, {"multifaceted": settings}),
+                          {"multifaceted": settings}, None)
+    columns = {c["label"]: c for c in result["columns"]}
+    assert list(columns) == ["mf-AlpacaEval", "mf-FLASK", "mf-Koala", "mf-MT-Bench", "mf-Self-Instruct", "Average"]
+    for label in ("mf-AlpacaEval", "mf-Koala", "mf-Self-Instruct"):
+        assert columns[label]["value"] == scores["by_subset"][label]["value"]
+    assert columns["Average"]["value"] == scores["overall"]["value"]
+    assert columns["mf-FLASK"]["value"] is None and columns["mf-MT-Bench"]["value"] is None  # no item from them
+    assert result["benchmarks"]["multifaceted"]["judge"] == "gpt-4-0125-preview"
+    assert not result["not_the_papers_protocol"]
+    assert "| Janus 7B (paper) | 4.43 | 4.06 | 4.41 | 4.11 | 4.01 | 4.17 |" in table_markdown(result)
