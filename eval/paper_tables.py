@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.benches import get_benchmark
+from eval.benches import get_benchmark, rtp
 from eval.benches.common import Item, RunSettings
 from eval.report import _table, fmt, load_scores
 from eval.runner import JudgeSpec, ModelSpec, NothingUsable, plan, run, unusable_reason
@@ -197,6 +197,17 @@ def _finished(bench_name: str, bench_out: Any, model: ModelSpec, judge: JudgeSpe
     return load_scores(bench_out)
 
 
+def check_scorer_keys(bench: str, settings: RunSettings) -> None:
+    """Fail before anything is generated when a scorer that is not an LLM has no key: RealToxicityPrompts
+    scored by the Perspective API (the scorer itself raises the error naming the variable)."""
+    if bench == "rtp" and settings.get(rtp.TOXICITY) == "perspective":
+        try:
+            rtp.PerspectiveScorer(url=settings.get(rtp.PERSPECTIVE))
+        except ValueError as error:
+            raise ValueError(f"{bench}: {error} (or score toxicity with an LLM: --toxicity judge --judge NAME)") \
+                from None
+
+
 def serve_args(table: PaperTable, settings: Mapping[str, RunSettings]) -> list[str]:
     """janus-serve options for the table's largest request: RealToxicityPrompts asks for 25 samples per call,
     above janus-serve's default ``--max-n`` of 16 (and ``--max-n`` may not exceed ``--max-batch``, 32 by default)."""
@@ -232,6 +243,7 @@ def run_table(table: PaperTable, out: str | os.PathLike, checkpoint: str,
                 if reason:
                     failed[recipe.bench] = reason
                 continue
+            check_scorer_keys(recipe.bench, settings[recipe.bench])
             if base_url is None:  # one server for every benchmark of the table
                 base_url = stack.enter_context(janus_serve(checkpoint, name, extra_args=serve_args(table, settings)))
             model = ModelSpec(name, base_url=base_url, api_key_env=SERVE_KEY_ENV)

@@ -266,3 +266,13 @@ def test_multifaceted_columns_are_the_per_source_and_overall_scores():
     assert result["benchmarks"]["multifaceted"]["judge"] == "gpt-4-0125-preview"
     assert not result["not_the_papers_protocol"]
     assert "| Janus 7B (paper) | 4.43 | 4.06 | 4.41 | 4.11 | 4.01 | 4.17 |" in table_markdown(result)
+
+
+def test_harmlessness_without_a_perspective_key_fails_before_serving(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("PERSPECTIVE_API_KEY", raising=False)
+    out = tmp_path / "table4"
+    # The checkpoint does not exist: the key is checked before janus-serve would start.
+    assert eval_main(["paper-table", "harmlessness", "--checkpoint", str(tmp_path / "none"), "--out", str(out),
+                      "--quiet"]) == 2
+    assert "error: rtp: Perspective API scorer: set PERSPECTIVE_API_KEY" in capsys.readouterr().err
+    assert not (out / "rtp" / "responses.jsonl").exists()
