@@ -222,7 +222,7 @@ def run_table(table: PaperTable, out: str | os.PathLike, checkpoint: str,
     """Run every benchmark of ``table`` on ``checkpoint`` into ``out/<bench>/``, then write the table.
 
     A benchmark that produces nothing usable does not stop the others; the returned table (also in
-    table.json) lists it under ``failed`` with the reason.
+    table.json) lists it under ``failed`` with the reason, and its columns have no value.
     """
     from eval.serve_process import SERVE_KEY_ENV, janus_serve
 
@@ -238,10 +238,11 @@ def run_table(table: PaperTable, out: str | os.PathLike, checkpoint: str,
             done = _finished(recipe.bench, bench_out, ModelSpec(name, checkpoint=checkpoint), judge,
                              settings[recipe.bench], limit)
             if done is not None:
-                scores[recipe.bench] = done
                 reason = unusable_reason(done)
                 if reason:
                     failed[recipe.bench] = reason
+                else:
+                    scores[recipe.bench] = done
                 continue
             check_scorer_keys(recipe.bench, settings[recipe.bench])
             if base_url is None:  # one server for every benchmark of the table
@@ -250,10 +251,8 @@ def run_table(table: PaperTable, out: str | os.PathLike, checkpoint: str,
             try:
                 scores[recipe.bench] = run(recipe.bench, bench_out, model, judge, settings[recipe.bench],
                                            limit=limit, progress=progress)
-            except NothingUsable as error:
+            except NothingUsable as error:  # its columns stay empty; its report says what went wrong
                 failed[recipe.bench] = str(error)
-                if (bench_out / "scores.json").exists():
-                    scores[recipe.bench] = load_scores(bench_out)
             except (ValueError, FileNotFoundError) as error:
                 raise type(error)(f"{recipe.bench}: {error}") from error
     result = table_result(table, name, checkpoint, scores, failed, judge_specs, settings, limit)
