@@ -88,15 +88,18 @@ def one_word_mistral(word: int, eos: int = 2):
     embedding but ``word``'s carries a large value in dimension 0, ``word``'s in dimension 1, and the LM head
     reads dimension 0 as ``word`` and dimension 1 as EOS. Arena-Hard asks for up to 4096 greedy tokens; this
     model stops after one."""
+    import jax.numpy as jnp
+    import numpy as np
     from flax import nnx
 
     from janus_jax.model import Mistral, MistralConfig
 
     model = Mistral(MistralConfig.tiny(max_position_embeddings=8192), rngs=nnx.Rngs(0))
-    embedding = model.embed_tokens.embedding
-    embedding.set_value(embedding.get_value().at[:, 0].set(10.0).at[word, 0].set(0.0).at[word, 1].set(10.0))
-    head = model.lm_head.kernel
-    head.set_value(head.get_value().at[:2, :].set(0.0).at[0, word].set(5.0).at[1, eos].set(5.0))
+    embedding, head = np.array(model.embed_tokens.embedding.get_value()), np.array(model.lm_head.kernel.get_value())
+    embedding[:, 0], embedding[word, :2] = 10.0, (0.0, 10.0)
+    head[:2, :], head[0, word], head[1, eos] = 0.0, 5.0, 5.0
+    model.embed_tokens.embedding.set_value(jnp.asarray(embedding))
+    model.lm_head.kernel.set_value(jnp.asarray(head))
     return model
 
 
