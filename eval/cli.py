@@ -1,9 +1,10 @@
-"""``python -m eval {run, best-of-n, rescore, compare, alpaca-lc, build-bench}``.
+"""``python -m eval {run, best-of-n, paper-table, rescore, compare, alpaca-lc, build-bench}``.
 
 ``run BENCH`` and ``best-of-n BENCH`` have one sub-command per registered benchmark
 (``eval.benches.REGISTRY``), each with the common options below plus the benchmark's own
 (``python -m eval run BENCH --help``). ``best-of-n`` answers with the reward model's pick of N policy
-samples (eval/best_of_n.py) where ``run`` asks the evaluated model once.
+samples (eval/best_of_n.py) where ``run`` asks the evaluated model once. ``paper-table TABLE`` runs the
+benchmarks of one of the paper's tables with its judges and settings and writes the table (eval/paper_tables.py).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from eval.benches import benchmarks
-from eval.benches.common import Benchmark, RunSettings
+from eval.benches.common import Option, RunSettings
 from eval.stats import DEFAULT_LEVEL, DEFAULT_ROUNDS, DEFAULT_SEED
 from janus_jax.paths import check_writable, to_path
 
@@ -45,9 +47,8 @@ def _add_best_of_n_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="the name in the report (default: <policy>-best-of-<n>)")
 
 
-def _add_judge_and_run_args(p: argparse.ArgumentParser, bench: Benchmark) -> None:
-    needs_judge = bench.needs_judge(RunSettings())
-    p.add_argument("--judge", required=needs_judge, help="judge model name" + ("" if needs_judge else " (if any)"))
+def _add_judge_and_run_args(p: argparse.ArgumentParser, judge_required: bool, judge_help: str) -> None:
+    p.add_argument("--judge", required=judge_required, help=judge_help)
     p.add_argument("--judge-base-url", help="OpenAI-compatible endpoint of the judge (default: OpenAI)")
     p.add_argument("--judge-api-key-env", default="OPENAI_API_KEY")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory (reused to resume)")
@@ -72,17 +73,27 @@ def _add_per_bench(sub: argparse._SubParsersAction, command: str, help: str, ver
     for name, bench in benchmarks().items():
         bp = per_bench.add_parser(name, help=bench.title, description=f"{bench.title}: {verbs}.")
         add_source_args(bp)
-        _add_judge_and_run_args(bp, bench)
-        for option in bench.options:
-            kwargs = {"default": option.default, "help": option.help, "dest": option.dest}
-            for key in ("choices", "type", "metavar"):
-                if getattr(option, key) is not None:
-                    kwargs[key] = getattr(option, key)
-            bp.add_argument(f"--{option.name}", **kwargs)
+        needs_judge = bench.needs_judge(RunSettings())
+        _add_judge_and_run_args(bp, needs_judge, "judge model name" + ("" if needs_judge else " (if any)"))
+        _add_bench_options(bp, bench.options)
 
 
-def _settings(args: argparse.Namespace, open_model: bool) -> RunSettings:
-    bench = benchmarks()[args.bench]
+def _add_bench_options(p: argparse.ArgumentParser, options: tuple[Option, ...],
+                       defaults: Mapping[str, Any] | None = None) -> None:
+    """A benchmark's own ``--options``; ``defaults`` (by dest) replaces the benchmark's defaults."""
+    for option in options:
+        default = (defaults or {}).get(option.dest, option.default)
+        kwargs = {"default": default, "help": option.help, "dest": option.dest}
+        if default != option.default:
+            kwargs["help"] += f" (the paper's: {default})"
+        for key in ("choices", "type", "metavar"):
+            if getattr(option, key) is not None:
+                kwargs[key] = getattr(option, key)
+        p.add_argument(f"--{option.name}", **kwargs)
+
+
+def _settings(args: argparse.Namespace, open_model: bool, bench_name: str | None = None) -> RunSettings:
+    bench = benchmarks()[bench_name or args.bench]
     return RunSettings(
         seed=args.seed, rounds=args.rounds, level=args.level, open_model=open_model,
         max_new_tokens=args.max_new_tokens,
@@ -173,6 +184,56 @@ def _print_plan(result: dict) -> None:
           "re-asks of unreadable replies come on top; nothing was called")
 
 
+def _add_paper_tables(sub: argparse._SubParsersAction) -> None:
+    """`paper-table TABLE` with one sub-command per table of the paper, each with the options of its benchmarks
+    at the paper's values."""
+    from eval.paper_tables import TABLES
+
+    p = sub.add_parser("paper-table", help="run the benchmarks of one of the paper's tables on a checkpoint and write "
+                       "the table beside the paper's Janus 7B row")
+    per_table = p.add_subparsers(dest="table", required=True, metavar="TABLE")
+    for name, table in TABLES.items():
+        benches = ", ".join(r.bench for r in table.benches)
+        tp = per_table.add_parser(name, help=f"{table.title} ({benches})",
+                                  description=f"{table.title}: {benches} on one checkpoint, with the paper's judges "
+                                  "and settings; OUT/<bench>/ per benchmark, then OUT/table.md and table.json.")
+        tp.add_argument("--checkpoint", required=True, metavar="DIR",
+                        help="what janus-serve --model takes (a janus-train workdir, an HF directory); served once "
+                        "for all the table's benchmarks (with $JANUS_SERVE_API_KEY as its key when set)")
+        paper_judges = ", ".join(f"{r.bench} {r.judge}" for r in table.benches if r.judge) or "none"
+        _add_judge_and_run_args(tp, False, f"one judge for every benchmark of the table (default: the paper's: "
+                                f"{paper_judges})")
+        for recipe in table.benches:
+            _add_bench_options(tp, benchmarks()[recipe.bench].options, recipe.options)
+
+
+def _cmd_paper_table(args: argparse.Namespace) -> int:
+    from eval.paper_tables import get_table, judges, plan_table, run_table, table_markdown
+
+    table = get_table(args.table)
+    settings = {r.bench: _settings(args, open_model=True, bench_name=r.bench) for r in table.benches}
+    judge_specs = judges(table, settings, args.judge, base_url=args.judge_base_url,
+                         api_key_env=args.judge_api_key_env, max_reasks=args.max_reasks, concurrency=args.concurrency)
+    if args.dry_run:
+        result = plan_table(table, args.out, args.checkpoint, judge_specs, settings, limit=args.limit)
+        for bench_plan in result["benchmarks"]:
+            _print_plan(bench_plan)
+        gen, judge = result["total"]["generation"], result["total"]["judge"]
+        unpriced = f" (no price known for the judge of {', '.join(judge['unpriced'])})" if judge["unpriced"] else ""
+        print(f"total ({table.title}, {len(result['benchmarks'])} benchmarks): generation {gen['calls']} calls, "
+              f"~{gen['prompt_tokens']} prompt + <={gen['completion_tokens']} completion tokens (janus-serve); "
+              f"judge {judge['calls']} calls, ~{judge['prompt_tokens']} prompt + <={judge['completion_tokens']} "
+              f"completion tokens, about ${judge['cost_usd']:.2f}{unpriced}")
+        return 0
+    result = run_table(table, args.out, args.checkpoint, judge_specs, settings, limit=args.limit,
+                       progress=not args.quiet)
+    print(table_markdown(result))
+    print(f"table: {args.out}/table.md, table.json")
+    for bench, reason in result["failed"].items():
+        print(f"error: benchmark {bench} produced nothing usable ({reason})", file=sys.stderr)
+    return 1 if result["failed"] else 0
+
+
 def _print_summary(scores: dict, out: str) -> None:
     from eval.report import fmt
 
@@ -240,13 +301,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", choices=["auto", "minimal", "noreg", "v1"], default="auto",
                    help="LC GLM; auto: v1 when AlpacaEval's df_gamed.csv is at hand, else minimal")
     p.add_argument("--lc-assets", metavar="DIR|hub", help="AlpacaEval's LC files: a directory, or 'hub'")
+    _add_paper_tables(sub)
     from eval.build_bench import add_parser as add_build_bench
 
     add_build_bench(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     commands = {"run": _cmd_run, "best-of-n": _cmd_best_of_n, "rescore": _cmd_rescore, "compare": _cmd_compare,
-                "alpaca-lc": _cmd_alpaca_lc}
+                "alpaca-lc": _cmd_alpaca_lc, "paper-table": _cmd_paper_table}
     try:
         if getattr(args, "out", None) and not getattr(args, "dry_run", False):
             check_writable(args.out)  # a gs:// output that cannot be written fails before any call
