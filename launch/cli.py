@@ -13,10 +13,12 @@ checked before anything starts.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from janus_jax.paths import is_url
 from launch.collect import main_collect
 from launch.job import Job, JobError, preflight
 from launch.local import run_local
@@ -49,7 +51,9 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
     local = parser.add_argument_group("--target local")
     local.add_argument("--processes", type=int, help="number of JAX processes (default 1)")
     local.add_argument("--devices-per-process", type=int, help="fake CPU devices each (default 8 / processes)")
-    local.add_argument("--log-dir", help="per-process logs (default WORKDIR/logs)")
+    local.add_argument(
+        "--log-dir", help="per-process logs (default WORKDIR/logs; runs/launch-logs/NAME for a gs:// workdir)"
+    )
     tpu = parser.add_argument_group("--target tpu")
     tpu.add_argument("--name", help="TPU VM (pod) name")
     tpu.add_argument("--zone", help="its zone, e.g. us-central2-b")
@@ -108,13 +112,23 @@ def _check_target_options(parser: argparse.ArgumentParser, args: argparse.Namesp
         parser.error(f"--max-restarts must be >= 0, got {args.max_restarts}")
 
 
+def local_log_dir(workdir: str | os.PathLike | None) -> Path:
+    """Where a local job's process logs go: WORKDIR/logs, or runs/launch-logs/NAME for a gs:// workdir (the
+    logs are files the processes append to; pathlib would put them in a local folder named `gs:`)."""
+    if not workdir:
+        return Path("runs") / "launch-logs"
+    if is_url(workdir):
+        return Path("runs") / "launch-logs" / os.fspath(workdir).rstrip("/").rsplit("/", 1)[-1]
+    return Path(workdir) / "logs"
+
+
 def make_launcher(args: argparse.Namespace) -> Callable[[list[str], Path | None, str | None], int]:
     """A function running one job argv on the chosen target: (argv, workdir, name) -> exit code."""
     root = Path.cwd()
     if args.target == "local":
 
         def launch_local(argv, workdir, name):
-            log_dir = args.log_dir or (Path(workdir) / "logs" if workdir else Path("runs") / "launch-logs")
+            log_dir = args.log_dir or local_log_dir(workdir)
             if args.dry_run:
                 print(f"[dry-run] {args.processes or 1} local process(es): {' '.join(argv)}")
                 return 0
@@ -147,9 +161,7 @@ def make_launcher(args: argparse.Namespace) -> Callable[[list[str], Path | None,
             partition=args.partition,
             time=args.time,
         )
-        log_dir = (
-            Path(workdir) / "slurm" if workdir and "://" not in str(workdir) else root / "runs" / "slurm"
-        ).absolute()
+        log_dir = (Path(workdir) / "slurm" if workdir and not is_url(workdir) else root / "runs" / "slurm").absolute()
         return run_slurm(target, argv, root=root, venv=venv, log_dir=log_dir, dry_run=args.dry_run)
 
     return launch_slurm
@@ -183,10 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return launcher(list(command), job.workdir, None)
     try:
         sweep = load_sweep(args.sweep_file)
-        sweep_dir = Path(args.sweep_dir or Path("runs") / "sweeps" / sweep.name)
         return run_sweep(
             sweep,
-            sweep_dir=sweep_dir,
+            sweep_dir=args.sweep_dir or Path("runs") / "sweeps" / sweep.name,  # a gs:// URL stays one
             launch_point=launcher,
             target=args.target,
             program=command or DEFAULT_PROGRAM,

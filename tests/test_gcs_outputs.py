@@ -385,6 +385,55 @@ def test_a_sweep_in_a_bucket_keeps_its_record_there_and_collect_tables_its_gs_wo
     assert csv_rows[0].startswith("point,optimizer.lr,status") and csv_rows[2].endswith(",1")
 
 
+POINT_PROGRAM = """
+import json, sys
+from janus_jax.jsonio import Appender
+from janus_jax.paths import to_path, write_atomic
+
+flags = dict(arg[2:].split("=", 1) for arg in sys.argv[1:])
+print("training into", flags["workdir"], flush=True)
+metrics = Appender(to_path(flags["workdir"]) / "metrics.jsonl")
+metrics.write({"step": 1, "loss": float(flags["config.optimizer.lr"])})
+metrics.close()
+write_atomic(to_path(flags["workdir"]) / "manifest.json", json.dumps({"status": "completed"}))
+"""
+
+
+def test_launch_sweep_from_the_command_line_into_a_bucket_keeps_the_process_logs_local(tmp_path, gs_dir,
+                                                                                         monkeypatch):
+    """`python -m launch sweep FILE --target local --sweep-dir gs://...`: every point's workdir is its gs:// URL
+    (not a local `gs:/` folder), the process logs go to runs/launch-logs/POINT, and a rerun skips the points
+    whose manifests in the bucket say they completed."""
+    from launch.cli import main as launch_main
+
+    (tmp_path / "toy.py").write_text(TOY_CONFIG)
+    sweep_file = tmp_path / "lr_sweep.py"
+    sweep_file.write_text(textwrap.dedent(f"""
+        def get_sweep():
+            return {{"base": "{tmp_path / 'toy.py'}:tiny", "grid": {{"optimizer.lr": [0.1, 0.2]}}}}
+    """))
+    (tmp_path / "point.py").write_text(POINT_PROGRAM)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    sweep_dir = f"{gs_dir}/sweep"
+    command = ["sweep", str(sweep_file), "--target", "local", "--sweep-dir", sweep_dir, "--",
+               sys.executable, str(tmp_path / "point.py")]
+    assert launch_main(command) == 0
+
+    record = _json(f"{sweep_dir}/sweep.json")
+    points = ["00-lr=0.1", "01-lr=0.2"]
+    assert [(p["workdir"], p["status"]) for p in record["points"]] == [(f"{sweep_dir}/{p}", "completed")
+                                                                      for p in points]
+    assert epath.Path(f"{sweep_dir}/01-lr=0.2/metrics.jsonl").read_text() == '{"step": 1, "loss": 0.2}\n'
+    for point in points:
+        log = tmp_path / "runs" / "launch-logs" / point / "process_0.log"
+        assert log.read_text().splitlines()[0] == f"training into {sweep_dir}/{point}"  # then gcsfs's warnings
+    assert not (tmp_path / "gs:").exists()
+
+    assert launch_main(command) == 0  # the manifests in the bucket say both completed: nothing runs again
+    assert [p["status"] for p in _json(f"{sweep_dir}/sweep.json")["points"]] == ["completed (earlier run)"] * 2
+
+
 # ------------------------------------------------------------------------------------------ training data
 def test_training_data_on_gs_reads_as_the_same_local_files_do(tmp_path, gs_dir):
     """`config.data.source` as a gs:// JSONL file (a bad line reported with its place), Parquet file or folder
