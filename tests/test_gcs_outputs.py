@@ -467,3 +467,27 @@ def test_training_data_on_gs_reads_as_the_same_local_files_do(tmp_path, gs_dir):
     assert rows(f"{gs_dir}/shards") == (want, [])
     with pytest.raises(FileNotFoundError, match=f"data source {gs_dir}/nothing.jsonl does not exist"):
         rows(f"{gs_dir}/nothing.jsonl")
+
+
+def test_a_run_on_gs_data_records_its_sources_in_the_manifest(tmp_path, gs_dir):
+    """janus-train's data setup names a gs:// training set and a local eval folder among the run's data files
+    (the manifest hashes the local one and records the URL as not local), instead of leaving both out."""
+    from train_helpers import tiny_sft_config, write_sft_rows
+
+    from janus_jax.manifest import write_manifest
+    from janus_jax.objectives import REGISTRY
+    from janus_jax.train import data_setup
+    from janus_jax.train.run import model_config
+
+    local = write_sft_rows(tmp_path / "sft.jsonl", n_instructions=4)
+    epath.Path(f"{gs_dir}/sft.jsonl").write_text(local.read_text())
+    (tmp_path / "heldout").mkdir()
+    write_sft_rows(tmp_path / "heldout" / "part-0.jsonl", n_instructions=1, seed=1)
+    cfg = tiny_sft_config(f"{gs_dir}/sft.jsonl", **{"data.eval_source": str(tmp_path / "heldout")})
+
+    data = data_setup.build(cfg, model_config(cfg), REGISTRY[cfg.objective])
+    assert data.files == [f"{gs_dir}/sft.jsonl", str(tmp_path / "heldout")]
+    recorded = write_manifest(tmp_path / "run", config=cfg, data_files=data.files)["data_files"]
+    assert [(r["path"], r["kind"]) for r in recorded] == [(f"{gs_dir}/sft.jsonl", "not_local"),
+                                                          (str(tmp_path / "heldout"), "directory")]
+    assert recorded[1]["files"] == 1 and len(recorded[1]["sha256"]) == 64

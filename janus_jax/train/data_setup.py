@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ml_collections import ConfigDict
@@ -17,7 +16,7 @@ from janus_jax.objectives import Objective
 class RunData:
     train: Any
     eval: Any
-    files: list[str]
+    files: list[str]  # the data inputs, for the manifest's data_files
     report: dict
     total_steps: int
 
@@ -37,5 +36,6 @@ def build(cfg: ConfigDict, mcfg: MistralConfig, objective: Objective) -> RunData
     )
     if bundle.tokenizer.vocab_size > mcfg.vocab_size:
         raise ValueError(f"tokenizer has {bundle.tokenizer.vocab_size} ids but the model only {mcfg.vocab_size}")
-    files = [str(p) for p in (Path(cfg.data.source), Path(cfg.data.eval_source or "")) if str(p) != "." and p.is_file()]
+    # Every input as given (a local file or folder, a gs:// URL, a hub name): the manifest hashes the local ones.
+    files = [str(source) for source in (cfg.data.source, cfg.data.eval_source) if source]
     return RunData(bundle.train, bundle.eval, files, bundle.report.as_dict(), bundle.train.total_steps)
