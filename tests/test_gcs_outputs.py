@@ -491,3 +491,12 @@ def test_a_run_on_gs_data_records_its_sources_in_the_manifest(tmp_path, gs_dir):
     assert [(r["path"], r["kind"]) for r in recorded] == [(f"{gs_dir}/sft.jsonl", "not_local"),
                                                           (str(tmp_path / "heldout"), "directory")]
     assert recorded[1]["files"] == 1 and len(recorded[1]["sha256"]) == 64
+
+
+def test_the_loss_plot_of_a_run_in_a_bucket_is_written_there(gs_dir):
+    from janus_jax.train.metrics import plot_loss
+
+    rows = [{"step": s, "loss": 3.0 / s} for s in (1, 2, 3)] + [{"step": 3, "eval/loss": 1.5}]
+    epath.Path(f"{gs_dir}/metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert str(plot_loss(gs_dir)) == f"{gs_dir}/loss.png"
+    assert epath.Path(f"{gs_dir}/loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

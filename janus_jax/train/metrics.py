@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -12,7 +11,7 @@ from etils import epath
 
 from janus_jax.jsonio import Appender, read_jsonl
 from janus_jax.model import MistralConfig
-from janus_jax.paths import to_path, write_atomic
+from janus_jax.paths import to_path, write_atomic, write_figure
 
 # Dense bf16 peak FLOP/s per device, for MFU. Unknown devices (CPU) report MFU only when
 # `train.peak_flops_per_device` is set in the config.
@@ -137,9 +136,7 @@ def plot_loss(workdir: str | os.PathLike) -> epath.Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png")
-    plt.close(fig)
     out = workdir / "loss.png"
-    write_atomic(out, png.getvalue())
+    write_figure(fig, out)
+    plt.close(fig)
     return out
