@@ -4,13 +4,12 @@ A ``PaperTable`` is a record: the benchmarks behind one table of the paper, each
 settings the paper used, the table's columns (where each value comes from in a benchmark's scores.json)
 and the paper's Janus 7B row. ``run_table`` runs every benchmark through ``eval.runner.run`` (the code path
 of ``python -m eval run``) into ``OUT/<bench>/``, so each resumes on its own, with one ``janus-serve`` for
-the checkpoint, started only when a benchmark still has something to call. ``OUT/table.md`` and
+the checkpoint, started only when a benchmark still has answers to generate. ``OUT/table.md`` and
 ``OUT/table.json`` then put the model's row beside the paper's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.benches import get_benchmark, rtp
-from eval.benches.common import Item, RunSettings
+from eval.benches.common import RunSettings
 from eval.report import _table, fmt, load_scores
 from eval.runner import JudgeSpec, ModelSpec, NothingUsable, plan, run, unusable_reason
 from eval.source_map import SUBSETS
@@ -208,14 +207,6 @@ def check_scorer_keys(bench: str, settings: RunSettings) -> None:
                 from None
 
 
-def serve_args(table: PaperTable, settings: Mapping[str, RunSettings]) -> list[str]:
-    """janus-serve options for the table's largest request: RealToxicityPrompts asks for 25 samples per call,
-    above janus-serve's default ``--max-n`` of 16 (and ``--max-n`` may not exceed ``--max-batch``, 32 by default)."""
-    n = max(int(get_benchmark(r.bench).generation_options(Item("", [""]), settings[r.bench]).get("n", 1))
-            for r in table.benches)
-    return ["--max-n", str(n)] + (["--max-batch", str(n)] if n > 32 else [])
-
-
 def run_table(table: PaperTable, out: str | os.PathLike, checkpoint: str,
               judge_specs: Mapping[str, JudgeSpec | None], settings: Mapping[str, RunSettings],
               limit: int | None = None, progress: bool = True) -> dict[str, Any]:
@@ -224,19 +215,18 @@ def run_table(table: PaperTable, out: str | os.PathLike, checkpoint: str,
     A benchmark that produces nothing usable does not stop the others; the returned table (also in
     table.json) lists it under ``failed`` with the reason, and its columns have no value.
     """
-    from eval.serve_process import SERVE_KEY_ENV, janus_serve
+    from eval.serve_process import CheckpointServer
 
     out = to_path(out)
     name = model_name(checkpoint)
+    model = ModelSpec(name, checkpoint=checkpoint)
     scores: dict[str, dict] = {}
     failed: dict[str, str] = {}
-    with contextlib.ExitStack() as stack:
-        base_url = None
+    with CheckpointServer(checkpoint, name) as server:  # one for every benchmark, started by the first to generate
         for recipe in table.benches:
             bench_out = out / recipe.bench
             judge = judge_specs[recipe.bench]
-            done = _finished(recipe.bench, bench_out, ModelSpec(name, checkpoint=checkpoint), judge,
-                             settings[recipe.bench], limit)
+            done = _finished(recipe.bench, bench_out, model, judge, settings[recipe.bench], limit)
             if done is not None:
                 reason = unusable_reason(done)
                 if reason:
@@ -245,12 +235,9 @@ def run_table(table: PaperTable, out: str | os.PathLike, checkpoint: str,
                     scores[recipe.bench] = done
                 continue
             check_scorer_keys(recipe.bench, settings[recipe.bench])
-            if base_url is None:  # one server for every benchmark of the table
-                base_url = stack.enter_context(janus_serve(checkpoint, name, extra_args=serve_args(table, settings)))
-            model = ModelSpec(name, base_url=base_url, api_key_env=SERVE_KEY_ENV)
             try:
                 scores[recipe.bench] = run(recipe.bench, bench_out, model, judge, settings[recipe.bench],
-                                           limit=limit, progress=progress)
+                                           limit=limit, progress=progress, server=server)
             except NothingUsable as error:  # its columns stay empty; its report says what went wrong
                 failed[recipe.bench] = str(error)
             except (ValueError, FileNotFoundError) as error:

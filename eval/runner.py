@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eval.benches import get_benchmark
 from eval.benches.common import Benchmark, Item, RunSettings, answers_of, failure_reasons
@@ -32,6 +32,9 @@ from eval.report import write_report
 from eval.store import RowStore, row_key, write_json
 from janus_jax.jsonio import read_records
 from janus_jax.paths import to_path
+
+if TYPE_CHECKING:
+    from eval.serve_process import CheckpointServer
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +80,13 @@ def run(
     settings: RunSettings,
     limit: int | None = None,
     progress: bool = True,
+    server: CheckpointServer | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on a registered benchmark; returns the aggregated scores (also written to ``out``).
 
+    A ``model.checkpoint`` is served by janus-serve only while answers are still missing (a rerun with only
+    judge calls left starts none): by ``server`` when given (one server shared by several runs, as
+    ``paper-table`` does), else by a janus-serve of this run. run.json records the checkpoint either way.
     Raises ``NothingUsable`` (after writing scores.json and the report) when the run produced no score.
     """
     from janus_jax.llm import LLMClient
@@ -100,16 +107,19 @@ def run(
     if model.responses_file:
         problems.update(import_responses(model.responses_file, items, responses, model.name))
     else:
-        with _model_endpoint(model) as (base_url, api_key_env):
-            client = LLMClient(model.name, base_url, api_key_env=api_key_env,
-                               max_concurrency=judge_spec.concurrency if judge_spec else 16,
-                               cache_path=out / "cache" / "generation.jsonl")
-            try:
-                generate(client, responses, items, lambda it: bench.generation_options(it, settings), model.name,
-                         progress)
-                gen_stats = client.stats.as_dict()
-            finally:
-                client.close()
+        answered = answers_of({r["id"]: r for r in responses.values()})
+        todo = [it for it in items if it.id not in answered]
+        if todo:  # else no endpoint is needed (nor a janus-serve started)
+            with _model_endpoint(model, server, samples_per_call(bench, settings, todo)) as (base_url, key_env):
+                client = LLMClient(model.name, base_url, api_key_env=key_env,
+                                   max_concurrency=judge_spec.concurrency if judge_spec else 16,
+                                   cache_path=out / "cache" / "generation.jsonl")
+                try:
+                    generate(client, responses, items, lambda it: bench.generation_options(it, settings),
+                             model.name, progress)
+                    gen_stats = client.stats.as_dict()
+                finally:
+                    client.close()
     answers = answers_of({r["id"]: r for r in responses.values()})
     no_answer = [it.id for it in items if (responses.get((it.id,)) or {}).get("error")]
     if no_answer:
@@ -153,16 +163,27 @@ def run(
     return scores
 
 
-@contextlib.contextmanager
-def _model_endpoint(model: ModelSpec) -> Iterator[tuple[str | None, str]]:
-    """(base URL, API-key variable) of the evaluated model; a checkpoint is served by janus-serve meanwhile."""
-    if model.checkpoint:
-        from eval.serve_process import SERVE_KEY_ENV, janus_serve
+def samples_per_call(bench: Benchmark, settings: RunSettings, items: list[Item]) -> int:
+    """The most answers (``n``) one generation request of these items asks for (RealToxicityPrompts: 25)."""
+    return max((int(bench.generation_options(it, settings).get("n", 1)) for it in items), default=1)
 
-        with janus_serve(model.checkpoint, model.name) as base_url:
-            yield base_url, SERVE_KEY_ENV
-    else:
+
+@contextlib.contextmanager
+def _model_endpoint(model: ModelSpec, server: CheckpointServer | None,
+                    max_n: int) -> Iterator[tuple[str | None, str]]:
+    """(base URL, API-key variable) of the evaluated model; a checkpoint is served by janus-serve meanwhile,
+    admitting requests of ``max_n`` samples."""
+    if not model.checkpoint:
         yield model.base_url, model.api_key_env
+        return
+    from eval.serve_process import SERVE_KEY_ENV, CheckpointServer
+
+    if server is not None and server.checkpoint != str(model.checkpoint):
+        raise ValueError(f"the server serves {server.checkpoint}, not the checkpoint {model.checkpoint} to evaluate")
+    with contextlib.ExitStack() as own:
+        if server is None:
+            server = own.enter_context(CheckpointServer(model.checkpoint, model.name))
+        yield server.base_url(max_n), SERVE_KEY_ENV
 
 
 def import_responses(path: str, items: list[Item], store: RowStore, model_name: str) -> dict[str, list[str]]:

@@ -16,6 +16,8 @@ from eval.benches.common import RunSettings  # noqa: E402
 from eval.benches.rtp import BENCHMARK, PerspectiveScorer, distinct_n, toxicity_summary  # noqa: E402
 from eval.cli import main as eval_main  # noqa: E402
 
+pytest_plugins = ["tiny_checkpoints"]  # tiny_checkpoint, random_checkpoint
+
 
 def test_distinct_n():
     texts = ["a b c a b", "a b d"]
@@ -130,3 +132,27 @@ def test_output_perplexity_under_a_local_model(tmp_path):
     with torch.no_grad():
         want = torch.exp(model(ids, labels=labels).loss).item()
     assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_eval_run_rtp_on_a_checkpoint_gets_its_25_samples_and_a_rerun_serves_nothing(random_checkpoint, tmp_path,
+                                                                                     capfd, monkeypatch):
+    """`eval run rtp --checkpoint DIR`: janus-serve is started admitting RealToxicityPrompts' 25 samples a call
+    (above its default --max-n of 16), run.json names the checkpoint, and a rerun with every answer stored starts
+    no server."""
+    from tiny_checkpoints import served
+
+    monkeypatch.delenv("JANUS_SERVE_API_KEY", raising=False)
+    command = ["run", "rtp", "--checkpoint", str(random_checkpoint), "--out", str(tmp_path), "--limit", "2", "--quiet"]
+    assert eval_main(command) == 0
+    printed = capfd.readouterr()
+    assert served(printed.out + printed.err) == (1, 2)
+    responses = [json.loads(line) for line in (tmp_path / "responses.jsonl").open()]
+    assert [(len(r["answers"][0]), r["sampling"]["n"], r["error"]) for r in responses] == [(25, 25, None)] * 2
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["samples_per_prompt"] == 25 and 0 < scores["dist-2"] <= 1
+    run_info = json.loads((tmp_path / "run.json").read_text())
+    assert (run_info["model"], run_info["checkpoint"], run_info["model_base_url"]) == (
+        "tiny-random", str(random_checkpoint), None)
+
+    assert eval_main(command) == 0
+    assert served("".join(capfd.readouterr())) == (0, 0)

@@ -19,6 +19,8 @@ from eval import DATA_DIR  # noqa: E402
 from eval.cli import main as eval_main  # noqa: E402
 from eval.paper_tables import TABLES  # noqa: E402
 
+pytest_plugins = ["tiny_checkpoints"]  # tiny_checkpoint, random_checkpoint
+
 BENCH_EXAMPLE = str(DATA_DIR / "janus" / "bench_example.json")  # the bundled Multifaceted Bench row
 PAPER_JUDGES = {"multifaceted": "gpt-4-0125-preview", "alpaca_eval": "gpt-4-1106-preview", "mt_bench": "gpt-4",
                 "arena_hard": "gpt-4-1106-preview"}
@@ -83,36 +85,6 @@ def test_dry_run_is_the_sum_of_the_benchmarks_dry_runs(table, tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def one_word_mistral(word: int, eos: int = 2):
-    """A tiny Mistral that answers every prompt with the token ``word``, then EOS, by construction: every
-    embedding but ``word``'s carries a large value in dimension 0, ``word``'s in dimension 1, and the LM head
-    reads dimension 0 as ``word`` and dimension 1 as EOS. Arena-Hard asks for up to 4096 greedy tokens; this
-    model stops after one."""
-    import jax.numpy as jnp
-    import numpy as np
-    from flax import nnx
-
-    from janus_jax.model import Mistral, MistralConfig
-
-    model = Mistral(MistralConfig.tiny(max_position_embeddings=8192), rngs=nnx.Rngs(0))
-    embedding, head = np.array(model.embed_tokens.embedding.get_value()), np.array(model.lm_head.kernel.get_value())
-    embedding[:, 0], embedding[word, :2] = 10.0, (0.0, 10.0)
-    head[:2, :], head[0, word], head[1, eos] = 0.0, 5.0, 5.0
-    model.embed_tokens.embedding.set_value(jnp.asarray(embedding))
-    model.lm_head.kernel.set_value(jnp.asarray(head))
-    return model
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A one-word tiny Mistral as an HF directory (janus-serve loads it like any checkpoint)."""
-    from janus_jax.hf_io import save_pretrained
-    from janus_jax.tokenizer import load_tokenizer
-
-    (hello,) = load_tokenizer().encode("Hello")
-    return save_pretrained(one_word_mistral(hello), tmp_path_factory.mktemp("ckpt") / "tiny-janus")
-
-
 class Judge:
     """The three helpfulness judges, told apart by request: AlpacaEval asks for log-probabilities, MT-Bench's
     judge is gpt-4, Arena-Hard's the rest. ``refuse_arena``: Arena-Hard's judge answers HTTP 403."""
@@ -140,13 +112,10 @@ class Judge:
 LIMIT = 3  # items of each benchmark
 
 
-def served(printed: str) -> tuple[int, int]:
-    """(janus-serve starts, chat completions it answered) in the captured output of the processes."""
-    return printed.count("Started server process"), len(re.findall(r"POST /v1/chat/completions 200", printed))
-
-
 def test_helpfulness_table_on_a_tiny_checkpoint_names_a_failed_benchmark_and_resumes(tiny_checkpoint, tmp_path,
                                                                                      capfd, monkeypatch):
+    from tiny_checkpoints import served
+
     monkeypatch.delenv("JANUS_SERVE_API_KEY", raising=False)
     out = tmp_path / "helpfulness"
     judge = Judge()
@@ -167,12 +136,13 @@ def test_helpfulness_table_on_a_tiny_checkpoint_names_a_failed_benchmark_and_res
         assert first["failed"].keys() == {"arena_hard"}
         assert [c["value"] is not None for c in first["columns"]] == [True, True, True, False]
 
-        # 2. Rerun with the judge back: only Arena-Hard's judge calls are made, nothing is generated again.
+        # 2. Rerun with the judge back: only Arena-Hard's judge calls are made; with every answer stored, no
+        # janus-serve is started.
         judge.refuse_arena = False
         before = dict(judge.calls)
         assert eval_main(command) == 0
         printed = capfd.readouterr()
-        assert served(printed.out + printed.err) == (1, 0)
+        assert served(printed.out + printed.err) == (0, 0)
         made = {k: judge.calls[k] - before[k] for k in before}
         assert made == {"alpaca_eval": 0, "mt_bench": 0, "arena_hard": 2 * LIMIT}
 
@@ -182,6 +152,8 @@ def test_helpfulness_table_on_a_tiny_checkpoint_names_a_failed_benchmark_and_res
         printed = capfd.readouterr()
         assert server.call_count == calls and served(printed.out + printed.err) == (0, 0)
 
+    run_info = json.loads((out / "arena_hard" / "run.json").read_text())
+    assert (run_info["checkpoint"], run_info["model_base_url"]) == (str(tiny_checkpoint), None)
     table = json.loads((out / "table.json").read_text())
     scores = {b: json.loads((out / b / "scores.json").read_text()) for b in ("alpaca_eval", "mt_bench", "arena_hard")}
     rates = scores["alpaca_eval"]["rates"]
