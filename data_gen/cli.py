@@ -189,7 +189,7 @@ def _print_summary(manifest: dict[str, Any]) -> None:
 
 
 def _pipeline_config(args: argparse.Namespace, argv: list[str] | None) -> PipelineConfig:
-    """The run's settings; bad combinations (e.g. --batch with a gs:// --out) raise ValueError."""
+    """The run's settings; bad combinations (e.g. an unknown stage) raise ValueError."""
     return PipelineConfig(
         out=args.out,
         model=args.model,

@@ -30,7 +30,7 @@ from data_gen.splits import build_splits
 from data_gen.stage_runner import LLMTask, StageReport, load_stage_rows, run_llm_stage, stage_paths
 from janus_jax.jsonio import read_jsonl, sha256_file, write_json_atomic, write_jsonl_atomic
 from janus_jax.llm import LLMClient, price_for, run_batch
-from janus_jax.paths import is_url, to_path
+from janus_jax.paths import to_path
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,6 @@ class PipelineConfig:
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}")
-        if self.batch and is_url(self.out):
-            raise ValueError(f"--batch keeps the Batch API's state in OUT/batches on a local disk; {self.out} is "
-                             "not local: use a local --out with --batch (or leave --batch off)")
         default_cache = self.out / "cache" / "llm_cache.jsonl"
         self.cache_path = default_cache if self.cache_path is None else to_path(self.cache_path)
 

@@ -155,19 +155,6 @@ def test_every_cli_refuses_an_unwritable_gs_output_before_any_work(gcs_env, tmp_
     assert f"cannot write to {MISSING_BUCKET} ({out}): the bucket does not exist" in capsys.readouterr().err
 
 
-def test_data_gen_refuses_batch_mode_into_a_bucket_before_any_call(gs_dir, tmp_path, capsys):
-    """The Batch API's state is kept on a local disk (janus_jax/llm/batch.py)."""
-    from data_gen.cli import main as data_gen_main
-
-    src = tmp_path / "instructions.jsonl"
-    src.write_text(json.dumps({"id": "a", "prompt": "Explain tides."}) + "\n")
-    with ScriptedOpenAIServer(lambda call: "never asked") as server:
-        code = data_gen_main(["run", "--instructions", str(src), "--out", gs_dir, "--model", "m", "--batch",
-                              "--base-url", server.base_url, "--no-progress"])
-        assert server.call_count == 0
-    assert code == 2 and f"{gs_dir} is not local: use a local --out with --batch" in capsys.readouterr().err
-
-
 # ------------------------------------------------------------------------------------------ eval
 def test_an_eval_run_in_a_bucket_scores_resumes_rescores_and_compares_from_it(gs_dir):
     """--bench-file and --out on gs://; the same command again asks nothing; rescore and compare read gs:// runs."""
@@ -279,6 +266,31 @@ def test_data_gen_into_a_bucket_writes_what_a_local_run_writes_and_resumes_from_
     assert _names(f"{out}/cache") == ["llm_cache.jsonl"]
     assert len(read_jsonl(f"{out}/cache/llm_cache.jsonl")) == len(read_jsonl(local / "cache" / "llm_cache.jsonl"))
     assert not any(name.endswith(".partial.jsonl") for name in _names(f"{out}/stages"))
+
+
+def test_data_gen_batch_mode_into_a_bucket_keeps_its_batch_state_there_and_writes_what_live_calls_write(
+        tmp_path, gs_dir):
+    """`--batch --out gs://...`: the Batch API's input files and states (batch ids) are in OUT/batches in the
+    bucket, every answer came through a batch, and the splits are those of live calls."""
+    from data_gen_rules import synth_rules
+    from test_data_gen_pipeline import final_snapshot, run_cli, write_instructions
+
+    from janus_jax.jsonio import read_parquet
+
+    src = tmp_path / "instructions.jsonl"
+    write_instructions(src, ["", "[lastset]"])
+    with ScriptedOpenAIServer(synth_rules) as live:
+        assert run_cli(live, src, tmp_path / "live") == 0
+    out = f"{gs_dir}/out"
+    with ScriptedOpenAIServer(synth_rules, batch_polls_until_done=2) as server:
+        assert run_cli(server, src, out, "--batch", "--batch-poll-s", "0.01") == 0
+        assert server.requests["POST /v1/chat/completions"] == 0 and all(c.via_batch for c in server.calls)
+        batches = server.requests["POST /v1/batches"]
+    states = [name for name in _names(f"{out}/batches") if not name.endswith(".input.jsonl")]
+    assert len(states) == batches >= 3  # one per stage, plus re-ask rounds
+    assert all(_json(f"{out}/batches/{name}")["merged"] for name in states)
+    for name, rows in final_snapshot(tmp_path / "live").items():
+        assert read_parquet(f"{out}/final/{name}/train.parquet") == rows, name
 
 
 @pytest.mark.slow  # slow replies, so that the kill comes after an upload of the partial stage file

@@ -8,7 +8,8 @@ the stage again is then all cache hits; replies that fail validation are queued 
 its own key), so a stage needs at most ``max_reasks + 1`` batch rounds.
 
 Kill-safe: the batch id is written to ``work_dir`` before polling starts, so a restarted run polls the
-batch it already paid for instead of submitting a second one.
+batch it already paid for instead of submitting a second one. ``work_dir`` may be a ``gs://`` URL (every file
+goes through ``janus_jax.paths``; each is written whole).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from etils import epath
+
 from janus_jax.llm.completion import entry_from_completion, shorten
+from janus_jax.paths import to_path, write_atomic
 
 if TYPE_CHECKING:
     from janus_jax.llm.client import LLMClient
@@ -54,12 +57,6 @@ class BatchQueue:
         return pending
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def _chunks(pending: dict[str, dict[str, Any]], max_requests: int, max_bytes: int) -> list[list[bytes]]:
     chunks: list[list[bytes]] = [[]]
     size = 0
@@ -75,17 +72,19 @@ def _chunks(pending: dict[str, dict[str, Any]], max_requests: int, max_bytes: in
     return [c for c in chunks if c]
 
 
-async def _submit(client: LLMClient, work_dir: Path, lines: list[bytes], completion_window: str) -> Path:
+async def _submit(client: LLMClient, work_dir: epath.Path, lines: list[bytes], completion_window: str) -> epath.Path:
     number = len(list(work_dir.glob("batch-*.json")))
     input_path = work_dir / f"batch-{number:04d}.input.jsonl"
-    input_path.write_bytes(b"".join(lines))
-    uploaded = await client.openai.files.create(file=input_path, purpose="batch")
+    payload = b"".join(lines)
+    write_atomic(input_path, payload)
+    uploaded = await client.openai.files.create(file=(input_path.name, payload), purpose="batch")
     batch = await client.openai.batches.create(
         input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window=completion_window
     )
     state_path = work_dir / f"batch-{number:04d}.json"
     keys = [json.loads(line)["custom_id"] for line in lines]
-    _write_json_atomic(state_path, {"batch_id": batch.id, "input_file_id": uploaded.id, "keys": keys, "merged": False})
+    write_atomic(state_path, json.dumps({"batch_id": batch.id, "input_file_id": uploaded.id, "keys": keys,
+                                         "merged": False}, indent=1))
     log.info("submitted batch %s with %d requests", batch.id, len(keys))
     return state_path
 
@@ -97,7 +96,7 @@ async def _download(client: LLMClient, file_id: str | None) -> list[dict[str, An
     return [json.loads(line) for line in content.text.splitlines() if line.strip()]
 
 
-def _asked_logprobs(input_path: Path) -> set[str]:
+def _asked_logprobs(input_path: epath.Path) -> set[str]:
     """The keys of a batch's input file whose requests asked for log-probabilities."""
     if not input_path.exists():
         return set()
@@ -105,7 +104,7 @@ def _asked_logprobs(input_path: Path) -> set[str]:
     return {item["custom_id"] for item in lines if item["body"].get("logprobs")}
 
 
-async def _finish(client: LLMClient, state_path: Path, poll_interval_s: float) -> dict[str, int]:
+async def _finish(client: LLMClient, state_path: epath.Path, poll_interval_s: float) -> dict[str, int]:
     """Poll one submitted batch to its end and merge its results; returns counts."""
     state = json.loads(state_path.read_text())
     with_logprobs = _asked_logprobs(state_path.with_suffix(".input.jsonl"))
@@ -143,7 +142,7 @@ async def _finish(client: LLMClient, state_path: Path, poll_interval_s: float) -
             failed += 1
     state["merged"] = True
     state["status"] = batch.status
-    _write_json_atomic(state_path, state)
+    write_atomic(state_path, json.dumps(state, indent=1))
     if client.cache is not None:
         client.cache.sync()
     log.info("batch %s %s: %d answered, %d failed", batch.id, batch.status, answered, failed)
@@ -167,7 +166,7 @@ async def run_batch(
     """
     if client.cache is None:
         raise ValueError("the Batch API path needs a cache: results are merged into it")
-    work = Path(work_dir)
+    work = to_path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     totals = {"submitted": 0, "answered": 0, "failed": 0}
     unfinished = [p for p in sorted(work.glob("batch-*.json")) if not json.loads(p.read_text()).get("merged")]
