@@ -96,3 +96,58 @@ def test_a_server_that_never_listens_times_out(child):
     process, url = child(delay=60)
     with pytest.raises(ServerNotReady, match="did not answer .* within 0.5 s"):
         wait_until_ready(process, url, None, timeout_s=0.5, poll_s=0.1)
+
+
+# A stand-in for `python -m janus_jax.cli.serve ...`: records its arguments, then answers GET /v1/models.
+FAKE_SERVE = textwrap.dedent("""
+    import sys
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    args = sys.argv[1:]
+    with open(sys.argv[0] + ".log", "a") as log:
+        log.write(" ".join(args) + "\\n")
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    HTTPServer(("127.0.0.1", int(args[args.index("--port") + 1])), Handler).serve_forever()
+""")
+
+
+def test_a_checkpoint_server_starts_at_first_use_and_restarts_for_more_samples(tmp_path, monkeypatch):
+    """Nothing starts until a run asks for the URL; a run asking for more samples per request than the server
+    admits (janus-serve's default --max-n is 16) gets it restarted with --max-n (and --max-batch above 32)."""
+    import types
+
+    from eval import serve_process
+
+    fake = tmp_path / "python"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_SERVE}")
+    fake.chmod(0o755)
+    monkeypatch.setattr(serve_process, "sys", types.SimpleNamespace(executable=str(fake), stderr=sys.stderr))
+    monkeypatch.delenv("JANUS_SERVE_API_KEY", raising=False)
+    log = tmp_path / "python.log"
+
+    def options(line: str) -> str:
+        return line.split(" --model-name m")[1].strip()
+
+    with serve_process.CheckpointServer("runs/ckpt", "m") as server:
+        assert not log.exists() and server.max_n == 0
+        url = server.base_url(1)
+        assert server.base_url(16) == url and server.max_n == 16  # the default admits it: same server
+        started = log.read_text().splitlines()
+        assert len(started) == 1 and started[0].startswith("-m janus_jax.cli.serve --model runs/ckpt --host 127.0.0.1")
+        assert options(started[0]) == ""
+        server.base_url(25)
+        server.base_url(40)
+        assert [options(line) for line in log.read_text().splitlines()[1:]] == [
+            "--max-n 25", "--max-n 40 --max-batch 40"]
+        assert server.max_n == 40
+    assert server.max_n == 0 and server._process is None
