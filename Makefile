@@ -22,7 +22,7 @@ repro: $(STAMP)
 	JAX_PLATFORMS=cpu $(PY) -m data_gen.world repro --out runs/repro
 
 # Test files run in parallel (pytest-xdist), one file per worker at a time so module fixtures are built once.
-XDIST := -n auto --maxprocesses=4 --dist loadfile
+XDIST := -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(XDIST)

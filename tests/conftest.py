@@ -23,6 +23,34 @@ os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "false")
 
 import pytest  # noqa: E402
 
+# The test files that take longest from a cold compilation cache (pytest --durations=0), longest first.
+# With one file per worker (`--dist loadfile --no-loadscope-reorder`), starting them first keeps a long
+# file from starting last and running alone while the other worker idles.
+LONGEST_FIRST = (
+    "test_train_sft.py",
+    "test_best_of_n.py",
+    "test_sample.py",
+    "test_train_preference.py",
+    "test_model_parity.py",
+    "test_decode_cache.py",
+    "test_chain.py",
+    "test_custom_gradients.py",
+    "test_plan.py",
+    "test_serve.py",
+    "test_launch_local.py",
+    "test_generate.py",
+    "test_attention.py",
+    "test_readme_commands.py",
+    "test_eval_benchmarks.py",
+    "test_gcs.py",
+    "test_local_hub.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order within a rank
+
 
 @pytest.fixture(scope="session")
 def local_hub(tmp_path_factory) -> dict[str, str]:

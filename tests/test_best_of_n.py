@@ -160,10 +160,10 @@ def test_cli_reports_bad_rows_by_line_and_counts_them(tmp_path, rm_dir, pairs, c
 def test_cli_resumes_after_an_interrupted_run(tmp_path, rm_dir, pairs):
     inp = _write_jsonl(tmp_path / "in.jsonl", _candidates(pairs[:5]))
     whole, resumed = tmp_path / "whole.jsonl", tmp_path / "resumed.jsonl"
-    assert main([f"--rm={rm_dir}", f"--input={inp}", f"--output={whole}", "--batch-size=2"]) == 0
+    assert main([f"--rm={rm_dir}", f"--input={inp}", f"--output={whole}", "--batch-size=16"]) == 0
     done = whole.read_text().splitlines(keepends=True)
     resumed.write_text(done[0] + done[1] + done[2][: len(done[2]) // 2])  # killed while writing line 3
-    assert main([f"--rm={rm_dir}", f"--input={inp}", f"--output={resumed}", "--batch-size=2"]) == 0
+    assert main([f"--rm={rm_dir}", f"--input={inp}", f"--output={resumed}", "--batch-size=16"]) == 0
     assert [json.loads(x) for x in resumed.read_text().splitlines()] == [json.loads(x) for x in done]
 
 
@@ -184,14 +184,14 @@ def test_cli_samples_n_responses_from_a_policy(tmp_path, rm_dir, pairs, policy):
     outputs = []
     for name in ("a", "b"):
         out = tmp_path / f"{name}.jsonl"
-        code = main([f"--rm={rm_dir}", f"--policy={policy}", "--n=3", "--max-new-tokens=8", f"--input={inp}",
-                     f"--output={out}", "--batch-size=8"])
+        code = main([f"--rm={rm_dir}", f"--policy={policy}", "--n=4", "--max-new-tokens=6", f"--input={inp}",
+                     f"--output={out}", "--batch-size=16"])  # eval best-of-n's settings below: the same programs
         assert code == 0
         outputs.append([json.loads(line) for line in out.read_text().splitlines()])
     a, b = outputs
     assert a == b  # seeded per input line and sample
     for row in a:
-        assert len(row["responses"]) == len(row["rewards"]) == 3
+        assert len(row["responses"]) == len(row["rewards"]) == 4
         assert row["best_index"] == int(np.argmax(row["rewards"]))
     assert len({r for row in a for r in row["responses"]}) > 1  # distinct samples, not one reply copied
 

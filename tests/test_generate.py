@@ -33,7 +33,8 @@ def test_batch_file_resumes_after_an_interrupted_run(hf_dir, tmp_path, capsys):
     lines.insert(4, "not json")
     source = tmp_path / "in.jsonl"
     source.write_text("\n".join(lines) + "\n")
-    common = ["--hf", str(hf_dir), "--input", str(source), "--max-new-tokens", "6", "--batch-size", "2"]
+    # One row at a time and 8 new tokens, as the single reply above: the same compiled programs.
+    common = ["--hf", str(hf_dir), "--input", str(source), "--max-new-tokens", "8", "--batch-size", "1"]
 
     whole = tmp_path / "whole.jsonl"
     assert main([*common, "--output", str(whole)]) == 1  # the two malformed lines are reported

@@ -39,6 +39,11 @@ def write_sft_rows(path: Path, n_instructions: int = 12, seed: int = 0) -> Path:
     return path
 
 
+# A learning-rate schedule that does not depend on the run's length: runs of 1 to 6 steps then compile one
+# train step (the cosine schedule bakes the step count into the program), shared through the compilation cache.
+TEST_SCHEDULE = {"schedule": "constant", "warmup_steps": 0, "lr": 1e-3}
+
+
 def tiny_sft_config(data_path: Path, **overrides):
     c = sft.get_config("tiny")
     c.data.source = str(data_path)
@@ -49,6 +54,7 @@ def tiny_sft_config(data_path: Path, **overrides):
     c.train.eval_every = 0
     c.train.checkpoint_every = 1000
     c.train.async_checkpoint = False
+    c.optimizer.update(TEST_SCHEDULE)
     for key, value in overrides.items():
         node = c
         *parents, leaf = key.split(".")
@@ -72,6 +78,7 @@ def cli_train(workdir, data_file: Path, overrides: dict, env_extra: dict | None 
         "train.global_batch_size": 8,
         "train.log_every": 1,
         "train.eval_every": 0,
+        **{f"optimizer.{k}": v for k, v in TEST_SCHEDULE.items()},
         **overrides,
     }
     args += [f"--config.{k}={v}" for k, v in flat.items()]
