@@ -184,14 +184,14 @@ def test_cli_samples_n_responses_from_a_policy(tmp_path, rm_dir, pairs, policy):
     outputs = []
     for name in ("a", "b"):
         out = tmp_path / f"{name}.jsonl"
-        code = main([f"--rm={rm_dir}", f"--policy={policy}", "--n=4", "--max-new-tokens=6", f"--input={inp}",
-                     f"--output={out}", "--batch-size=16"])  # eval best-of-n's settings below: the same programs
+        code = main([f"--rm={rm_dir}", f"--policy={policy}", "--n=3", "--max-new-tokens=8", f"--input={inp}",
+                     f"--output={out}", "--batch-size=8"])
         assert code == 0
         outputs.append([json.loads(line) for line in out.read_text().splitlines()])
     a, b = outputs
     assert a == b  # seeded per input line and sample
     for row in a:
-        assert len(row["responses"]) == len(row["rewards"]) == 4
+        assert len(row["responses"]) == len(row["rewards"]) == 3
         assert row["best_index"] == int(np.argmax(row["rewards"]))
     assert len({r for row in a for r in row["responses"]}) > 1  # distinct samples, not one reply copied
 
