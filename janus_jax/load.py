@@ -90,7 +90,7 @@ def load_model(
         overrides = dict(execution)
         if "dtype" in overrides:
             overrides["compute_dtype"] = overrides.pop("dtype")
-        return from_pretrained(source, param_dtype, mesh=mesh, **overrides)
+        return from_pretrained(source, param_dtype or "float32", mesh=mesh, **overrides)
     from janus_jax.train.checkpoint import restore_params
 
     params, stored, reward = restore_params(source, step=step, mesh=mesh)

@@ -27,13 +27,13 @@ import pytest  # noqa: E402
 # With one file per worker (`--dist loadfile --no-loadscope-reorder`), starting them first keeps a long
 # file from starting last and running alone while the other worker idles.
 LONGEST_FIRST = (
+    "test_chain.py",
     "test_train_sft.py",
     "test_best_of_n.py",
     "test_sample.py",
     "test_train_preference.py",
     "test_model_parity.py",
     "test_decode_cache.py",
-    "test_chain.py",
     "test_custom_gradients.py",
     "test_plan.py",
     "test_serve.py",

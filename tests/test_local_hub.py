@@ -24,6 +24,7 @@ rows = {name: load_rows(name, "train", DataReport(), "train") for name in (
 bench = load_multifaceted(None)
 print(json.dumps({
     "params": config_of(model).num_params, "hidden": config_of(model).hidden_size,
+    "param_dtype": config_of(model).param_dtype,
     "rows": {name: len(r) for name, r in rows.items()},
     "columns": {name: sorted(r[0]) for name, r in rows.items()},
     "bench_items": len(bench.items), "bench_bad": len(bench.bad_rows),
@@ -41,6 +42,7 @@ def test_hub_ids_resolve_offline_for_the_model_the_datasets_and_the_bench(local_
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["hidden"] == 64 and got["params"] > 0  # MistralConfig.tiny()
+    assert got["param_dtype"] == "float32"  # load_model's default for an HF directory
     assert got["rows"] == {
         "kaist-ai/Multifaceted-Collection": 180,
         "kaist-ai/Multifaceted-Collection-small": 60,  # one system message per instruction
