@@ -451,8 +451,8 @@ def _decode(
 
 
 # XLA:CPU's compiler options for generation's programs (prefill and decode). Why: XLA:CPU hands every matmul to
-# YNNPACK by default, whose kernels ran decoding's few-row products (one token per row) 1.5-2x slower than XLA's
-# own (Eigen) ones, the 32000-wide LM head included (bench/RESULTS.md). Training's programs keep the default.
+# YNNPACK by default, whose kernels ran the layers' few-row products of decoding (one token per row) 1.5-1.7x
+# slower than XLA's own (Eigen) ones; the LM head was about even (bench/RESULTS.md). Training keeps the default.
 CPU_GENERATION_OPTIONS: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
