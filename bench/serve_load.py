@@ -166,7 +166,10 @@ def measure(model: Mistral, tokenizer: Any, lengths: list[list[int]], slots: int
         for _ in range(rounds):
             for mode in modes:
                 runs[mode].append(run_workload(servers[mode].url, lengths))
-        return {mode: max(runs[mode], key=lambda r: r["tokens_per_s"]) for mode in modes}
+        result: dict[str, Any] = {mode: max(runs[mode], key=lambda r: r["tokens_per_s"]) for mode in modes}
+        engine = servers["continuous"].engine
+        result["continuous_engine"] = {"chunk_tokens": engine.chunk_tokens, "rejoin_s": engine.rejoin_s}
+        return result
     finally:
         for server in servers.values():
             server.shutdown()

@@ -198,6 +198,40 @@ def _sample_full_rows(scaled: jax.Array, rows: RowParams, step: jax.Array, need:
     return jax.lax.fori_loop(0, jnp.sum(need, dtype=jnp.int32), one, tokens)
 
 
+# Reductions over the vocabulary, [B, V] -> [B]. Why not jnp.max / argmax / logsumexp: XLA:CPU reduces a long
+# contiguous last axis as a tree of reduce-windows and runs argmax's (value, index) reduction element by element;
+# the rows as [B, V/128, 128] blocks are reduced across blocks with vector instructions, then within one.
+_LANES = 128
+
+
+def _lane_blocks(x: jax.Array, fill: Any) -> jax.Array:
+    """[B, V] as [B, ceil(V/128), 128], padded with `fill` (a value that does not change the reduction)."""
+    pad = -x.shape[-1] % _LANES
+    if pad:
+        x = jnp.pad(x, ((0, 0), (0, pad)), constant_values=fill)
+    return x.reshape(x.shape[0], -1, _LANES)
+
+
+def row_max(x: jax.Array) -> jax.Array:
+    """Each row's maximum."""
+    return jnp.max(jnp.max(_lane_blocks(x, -jnp.inf), axis=1), axis=-1)
+
+
+def first_argmax(x: jax.Array) -> jax.Array:
+    """Each row's index of its maximum, the first one on ties: `jnp.argmax` for rows without NaN (a row of NaN
+    gets the last index rather than the first NaN's)."""
+    vocab = x.shape[-1]
+    ids = jnp.where(x == row_max(x)[:, None], jnp.arange(vocab, dtype=jnp.int32), vocab)
+    return jnp.minimum(jnp.min(jnp.min(_lane_blocks(ids, vocab), axis=1), axis=-1), vocab - 1)
+
+
+def log_normalizer(x: jax.Array) -> jax.Array:
+    """Each row's log-sum-exp (`jax.nn.logsumexp` up to summation order), for rows with a finite maximum."""
+    top = row_max(x)
+    total = jnp.sum(jnp.sum(_lane_blocks(jnp.exp(x - top[:, None]), 0.0), axis=1), axis=-1)
+    return top + jnp.log(total)
+
+
 def sample_tokens(logits: jax.Array, seen: jax.Array, rows: RowParams, step: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One token per row from fp32 logits [B, V]; returns (tokens [B], raw model log-probs [B]).
 
@@ -214,19 +248,15 @@ def sample_tokens(logits: jax.Array, seen: jax.Array, rows: RowParams, step: jax
     token for a row (up to exact ties of logits).
     """
     logits = logits.astype(jnp.float32)
-    needs_penalty = jnp.any(rows.repetition_penalty != 1.0)
-    processed = jax.lax.cond(
-        needs_penalty,
-        lambda x: apply_repetition_penalty(x, seen, rows.repetition_penalty),
-        lambda x: x,
-        logits,
-    )
-    greedy_tokens = jnp.argmax(processed, axis=-1)
+    # A penalty of 1 leaves every logit as it is (x / 1 and x * 1 are exact), so the penalty applies to every
+    # row: cheaper than a conditional, which copied the [B, V] logits at every step.
+    processed = apply_repetition_penalty(logits, seen, rows.repetition_penalty)
+    greedy_tokens = first_argmax(processed)
     greedy_row = rows.temperature < _GREEDY_BELOW
 
     def sampled(x: jax.Array) -> jax.Array:
         scaled = x / jnp.maximum(rows.temperature, _GREEDY_BELOW)[:, None]
-        log_norm = jax.nn.logsumexp(scaled, axis=-1, keepdims=True)
+        log_norm = log_normalizer(scaled)[:, None]
         count = min(CANDIDATES, scaled.shape[-1])
         cand, cand_ids = jax.lax.top_k(scaled, count)
         top_mass = jnp.sum(jnp.exp(cand - log_norm), axis=-1)
@@ -238,7 +268,7 @@ def sample_tokens(logits: jax.Array, seen: jax.Array, rows: RowParams, step: jax
 
     tokens = jax.lax.cond(jnp.all(greedy_row), lambda x: greedy_tokens, sampled, processed)
     tokens = jnp.where(greedy_row, greedy_tokens, tokens).astype(jnp.int32)
-    logprobs = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0] - jax.nn.logsumexp(logits, axis=-1)
+    logprobs = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0] - log_normalizer(logits)
     return tokens, logprobs
 
 
@@ -251,7 +281,7 @@ def top_logprobs(logits: jax.Array, count: int) -> tuple[jax.Array, jax.Array]:
     """
     logits = logits.astype(jnp.float32)
     values, ids = jax.lax.top_k(logits, count)
-    return ids.astype(jnp.int32), values - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    return ids.astype(jnp.int32), values - log_normalizer(logits)[:, None]
 
 
 # ---- prefill and the decode loop -------------------------------------------------------------
@@ -420,13 +450,47 @@ def _decode(
     return jax.lax.while_loop(cond, body, ds)
 
 
+# XLA:CPU's compiler options for generation's programs (prefill and decode). Why: XLA:CPU hands every matmul to
+# YNNPACK by default, whose kernels ran the layers' few-row products of decoding (one token per row) 1.5-1.7x
+# slower than XLA's own (Eigen) ones; the LM head was about even (bench/RESULTS.md). Training keeps the default.
+CPU_GENERATION_OPTIONS: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+class GenerationJit:
+    """`jax.jit(fn, **jit_kwargs)`, with CPU_GENERATION_OPTIONS when JAX runs on CPU.
+
+    Built on first use: the backend is not known when this module is imported (importing must not start
+    JAX's backends), and other backends' compilers are not given CPU options.
+    """
+
+    def __init__(self, fn: Any, **jit_kwargs: Any):
+        self._fn, self._jit_kwargs = fn, jit_kwargs
+        self._jitted: Any = None
+
+    @property
+    def jitted(self) -> Any:
+        if self._jitted is None:
+            options = CPU_GENERATION_OPTIONS if jax.default_backend() == "cpu" else None
+            self._jitted = jax.jit(self._fn, compiler_options=options, **self._jit_kwargs)
+        return self._jitted
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.jitted(*args, **kwargs)
+
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
+        return self.jitted.lower(*args, **kwargs)
+
+    def _cache_size(self) -> int:
+        return 0 if self._jitted is None else self._jitted._cache_size()
+
+
 # The graphdef is a static argument: samplers of equal models (same config) share executables.
-_prefill_jit = jax.jit(
+_prefill_jit = GenerationJit(
     _prefill,
     static_argnums=(0,),
     static_argnames=("cache_length", "new_tokens", "cache_dtype", "pad_id", "sharding"),
 )
-_decode_jit = jax.jit(_decode, static_argnums=(0,), static_argnames=("pad_id", "sharding"), donate_argnums=(2,))
+_decode_jit = GenerationJit(_decode, static_argnums=(0,), static_argnames=("pad_id", "sharding"), donate_argnums=(2,))
 
 
 # ---- host side ------------------------------------------------------------------------------

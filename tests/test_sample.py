@@ -12,11 +12,14 @@ from flax import nnx
 from janus_jax.model import Mistral, MistralConfig, init_cache
 from janus_jax.sample import (
     GREEDY,
+    GenerationJit,
     Sampler,
     SamplingParams,
     apply_repetition_penalty,
     bucket,
     filter_top_k_top_p,
+    first_argmax,
+    log_normalizer,
     row_params,
     sample_tokens,
     stop_string_holdback,
@@ -129,6 +132,25 @@ def test_candidate_and_full_vocabulary_paths_draw_the_same_tokens():
     full = jax.jit(_sample_full)(x / 0.8, rows, jnp.int32(4))
     np.testing.assert_array_equal(np.asarray(fast), np.asarray(full))
     assert len(np.unique(np.asarray(fast))) > 10
+
+
+@pytest.mark.parametrize("vocab", [1000, 1024])  # padded to lane blocks, and not
+def test_vocabulary_reductions_equal_jax_ones(vocab):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, vocab)).astype(np.float32) * 4
+    x[1, [3, vocab - 1]] = 50.0  # a tie: the first index, as argmax
+    x[2, vocab - 1] = 50.0  # the maximum in the last (padded) block
+    x[3] = -7.0  # all equal
+    x[4, :200] = -np.inf  # masked tokens
+    assert np.asarray(first_argmax(jnp.asarray(x))).tolist() == np.argmax(x, axis=-1).tolist()
+    np.testing.assert_allclose(log_normalizer(jnp.asarray(x)), jax.nn.logsumexp(x, axis=-1), rtol=1e-6)
+
+
+def test_generation_programs_use_xla_dots_on_cpu():
+    """On CPU, generation's programs are compiled without YNNPACK's matmuls (slower at decoding's few rows)."""
+    x, w = jnp.ones((16, 384)), jnp.ones((384, 1024))
+    program = GenerationJit(lambda x, w: x @ w).lower(x, w).compile().as_text()
+    assert " dot(" in program and "__ynn_fusion" not in program
 
 
 def test_greedy_and_sampled_rows_share_a_batch():

@@ -21,7 +21,7 @@ def build_server(
     max_batch: int = 32,
     context: int | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
-    chunk_tokens: int = 16,
+    chunk_tokens: int = 8,
     log_requests: bool = True,
     engine: Engine | None = None,
 ) -> JanusServer:

@@ -26,6 +26,7 @@ from janus_jax.model import KVCache
 from janus_jax.model.layers import time_major
 from janus_jax.sample import (
     DecodeSharding,
+    GenerationJit,
     RowParams,
     Sampler,
     bucket,
@@ -252,8 +253,10 @@ def _decode(
 
 _empty_jit = jax.jit(_empty, static_argnums=(0, 1, 2, 3, 4, 5, 6))
 _relayout_jit = jax.jit(_relayout, static_argnums=(1, 2))  # new shapes: nothing to donate into
-_admit_jit = jax.jit(_admit, static_argnums=(0,), static_argnames=("cache_dtype", "sharding"), donate_argnums=(2,))
-_decode_jit = jax.jit(
+_admit_jit = GenerationJit(
+    _admit, static_argnums=(0,), static_argnames=("cache_dtype", "sharding"), donate_argnums=(2,)
+)
+_decode_jit = GenerationJit(
     _decode, static_argnums=(0,), static_argnames=("steps", "pad_id", "sharding"), donate_argnums=(2,)
 )
 
