@@ -179,6 +179,7 @@ def policy(tmp_path_factory) -> Path:
                            tmp_path_factory.mktemp("policy") / "policy", dtype="float32")
 
 
+@pytest.mark.slow  # 20-60 s on 2 cores (make test-all); eval best-of-n below samples N from the policy in make test
 def test_cli_samples_n_responses_from_a_policy(tmp_path, rm_dir, pairs, policy):
     inp = _write_jsonl(tmp_path / "prompts.jsonl", [json.dumps({"system": s, "prompt": p}) for s, p, _, _ in pairs[:2]])
     outputs = []

@@ -25,6 +25,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from data_gen_rules import synth_rules  # noqa: E402
 from scripted_openai_server import Call, ScriptedOpenAIServer  # noqa: E402
+from xla_flags import xla_flags  # noqa: E402
 
 from janus_jax.jsonio import read_records  # noqa: E402
 
@@ -146,7 +147,7 @@ def test_the_papers_chain_from_the_hub_id_to_a_judged_report(tmp_path, local_hub
     runs.mkdir()
     logs.mkdir()
     # One CPU device per program: the chain tests the recipes' paths, test_train_* test the meshes.
-    env = {**os.environ, **local_hub, "PYTHONPATH": str(REPO), "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**os.environ, **local_hub, "PYTHONPATH": str(REPO), "XLA_FLAGS": xla_flags(1)}
     env.pop("JANUS_SERVE_API_KEY", None)
     env.pop("JAX_THREEFRY_PARTITIONABLE", None)  # the programs draw as users' runs do (conftest.py says why)
     times: dict[str, float] = {}

@@ -85,6 +85,7 @@ def _small_dpo_config():
     return cfg
 
 
+@pytest.mark.slow  # 25-40 s on 2 cores (make test-all); the sharded SFT step and TPU plans stay in make test
 def test_plan_dpo_with_frozen_reference_on_8_devices():
     assert jax.device_count() == 8
     result = plan.plan_here(_small_dpo_config(), (1, 8, 1))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from xla_flags import xla_flags
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -130,6 +131,6 @@ def test_readme_chunk_runs(chunk, tmp_path, local_hub):
     for name in LINKED:
         (tmp_path / name).symlink_to(REPO / name)
     env = {**os.environ, **local_hub, "PYTHONPATH": str(REPO),
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+           "XLA_FLAGS": xla_flags(1)}
     for block in CHUNKS[chunk]:
         run_block(block, tmp_path, env)

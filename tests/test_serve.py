@@ -138,6 +138,7 @@ def test_completions_and_models_endpoints(client, server):
     assert status == 200 and health["status"] == "ok" and health["rows"] > 0
 
 
+@pytest.mark.slow  # 30-50 s on 2 cores (make test-all); the 256-connection and joining tests share batches too
 def test_32_concurrent_requests_complete_in_shared_batches(client, server):
     chunks_before = server.engine.stats.chunks
     with ThreadPoolExecutor(32) as pool:

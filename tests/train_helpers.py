@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from xla_flags import xla_flags
 
 from configs import sft
 
@@ -82,6 +83,6 @@ def cli_train(workdir, data_file: Path, overrides: dict, env_extra: dict | None 
         **overrides,
     }
     args += [f"--config.{k}={v}" for k, v in flat.items()]
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags(devices), "JAX_PLATFORMS": "cpu"}
     env.update(env_extra or {})
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
