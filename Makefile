@@ -21,7 +21,8 @@ demo: $(STAMP)
 repro: $(STAMP)
 	JAX_PLATFORMS=cpu $(PY) -m data_gen.world repro --out runs/repro
 
-# Test files run in parallel (pytest-xdist), one file per worker at a time so module fixtures are built once.
+# Test files run in parallel (pytest-xdist), one file per worker at a time so module fixtures are built once,
+# in collection order: tests/conftest.py puts the slowest files first.
 XDIST := -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP)
