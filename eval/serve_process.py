@@ -16,6 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from janus_jax.serve import DEFAULT_MAX_BATCH, DEFAULT_MAX_N
+
 SERVE_KEY_ENV = "JANUS_SERVE_API_KEY"
 
 
@@ -61,18 +63,12 @@ def wait_until_ready(process: subprocess.Popen, base_url: str, api_key: str | No
         time.sleep(poll_s)
 
 
-# janus-serve's own defaults (janus_jax/cli/serve.py): most samples (n) per request, and decode slots, which
-# --max-n may not exceed.
-SERVE_DEFAULT_MAX_N = 16
-SERVE_DEFAULT_MAX_BATCH = 32
-
-
 def capacity_args(max_n: int) -> list[str]:
     """janus-serve options that admit requests of up to ``max_n`` samples (RealToxicityPrompts asks for 25 a
     call, above the default ``--max-n`` of 16; above 32, ``--max-batch`` grows with it)."""
-    if max_n <= SERVE_DEFAULT_MAX_N:
+    if max_n <= DEFAULT_MAX_N:
         return []
-    return ["--max-n", str(max_n)] + (["--max-batch", str(max_n)] if max_n > SERVE_DEFAULT_MAX_BATCH else [])
+    return ["--max-n", str(max_n)] + (["--max-batch", str(max_n)] if max_n > DEFAULT_MAX_BATCH else [])
 
 
 class CheckpointServer:
@@ -107,7 +103,7 @@ class CheckpointServer:
             except BaseException:
                 self.close()
                 raise
-            self.max_n = max(max_n, SERVE_DEFAULT_MAX_N)
+            self.max_n = max(max_n, DEFAULT_MAX_N)
         return self._url
 
     def close(self) -> None:

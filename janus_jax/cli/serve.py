@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 
+from janus_jax.serve import DEFAULT_MAX_BATCH, DEFAULT_MAX_N
 from janus_jax.serve.build import build_server
 from janus_jax.serve.loading import add_model_args, load_from_args
 from janus_jax.serve.server import MAX_BODY_BYTES
@@ -30,9 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="require 'Authorization: Bearer KEY' on every request (default: $JANUS_SERVE_API_KEY)",
     )
     parser.add_argument("--max-tokens", type=int, default=4096, help="largest max_tokens a request may ask for")
-    parser.add_argument("--max-n", type=int, default=16, help="most choices (n) per request")
+    parser.add_argument("--max-n", type=int, default=DEFAULT_MAX_N, help="most choices (n) per request")
     parser.add_argument(
-        "--max-batch", type=int, default=32, help="decode slots: most rows decoded together (continuous batching)"
+        "--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+        help="decode slots: most rows decoded together (continuous batching)",
     )
     parser.add_argument("--context", type=int, help="prompt + reply limit (default: max_position_embeddings)")
     parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES)

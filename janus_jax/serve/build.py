@@ -4,6 +4,7 @@ is the command line)."""
 from __future__ import annotations
 
 from janus_jax.sample import Sampler
+from janus_jax.serve import DEFAULT_MAX_BATCH, DEFAULT_MAX_N
 from janus_jax.serve.engine import Engine
 from janus_jax.serve.loading import LoadedModel
 from janus_jax.serve.protocol import Limits
@@ -17,8 +18,8 @@ def build_server(
     port: int = 8000,
     api_key: str | None = None,
     max_tokens: int = 4096,
-    max_n: int = 16,
-    max_batch: int = 32,
+    max_n: int = DEFAULT_MAX_N,
+    max_batch: int = DEFAULT_MAX_BATCH,
     context: int | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     chunk_tokens: int = 8,

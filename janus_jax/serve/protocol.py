@@ -14,6 +14,7 @@ from typing import Any
 
 from janus_jax.prompts import get_template
 from janus_jax.sample import JANUS_SAMPLING, Completion, SamplingParams
+from janus_jax.serve import DEFAULT_MAX_N
 from janus_jax.serve.chat import MessageError, render_chat_ids
 from janus_jax.serve.slots import MAX_TOP_LOGPROBS
 from janus_jax.tokenizer import Tokenizer
@@ -45,7 +46,7 @@ class Limits:
     """Bounds on what one request may ask for."""
 
     max_tokens: int = 4096
-    max_n: int = 16
+    max_n: int = DEFAULT_MAX_N
     context: int = 32768
 
 
