@@ -225,7 +225,7 @@ class Engine:
             want_top = np.array([r.top is not None for r in group])
             drawn = self.slots.admit([r.slot for r in group], [r.prompt for r in group], params, want_top, need)
             self.stats.admissions += 1
-            jobs.update(self._collect(drawn, group, first=True))
+            jobs.update(self._collect(drawn, group))
         self.stats.rows += len(rows)
         self._report(jobs.values())
 
@@ -251,31 +251,33 @@ class Engine:
         """One chunk of decode steps for the active rows; returns how many jobs it answered."""
         release = np.zeros((self.slots.batch,), bool)
         release[list(self._release)] = True
+        occupied = sorted(set(self._active) | self._release)
         self._release.clear()
         self.stats.largest_batch = max(self.stats.largest_batch, len(self._active))
-        drawn = self.slots.decode(release, self.chunk_tokens)
+        drawn = self.slots.decode(release, self.chunk_tokens, occupied)
         self.stats.chunks += 1
-        return self._report(self._collect(drawn, list(self._active.values()), first=False).values())
+        return self._report(self._collect(drawn, list(self._active.values())).values())
 
-    def _collect(self, drawn: Drawn, rows: list[_Row], first: bool) -> dict[int, Job]:
+    def _collect(self, drawn: Drawn, rows: list[_Row]) -> dict[int, Job]:
         """Append what the device drew to each row; return the jobs concerned."""
         wants_top = any(r.top is not None for r in rows)
-        fields = [drawn.tokens, drawn.logprobs, drawn.generated, drawn.done, drawn.hit_stop]
+        fields = [drawn.slots, drawn.tokens, drawn.logprobs, drawn.generated, drawn.done, drawn.hit_stop]
         if wants_top:
             fields += [drawn.top_ids, drawn.top_logprobs]
         host = jax.device_get(fields)  # one transfer for all of them
-        tokens, logprobs, generated, done, hit_stop = host[:5]
+        slots, tokens, logprobs, generated, done, hit_stop = host[:6]
+        index = {int(slot): i for i, slot in enumerate(slots)}
         jobs: dict[int, Job] = {}
-        for k, row in enumerate(rows):
+        for row in rows:
             if row.finish_reason is not None:  # cut by a stop string, waiting for its job's other choices
                 continue
-            i = k if first else row.slot
+            i = index[row.slot]
             count = int(generated[i]) - row.drawn
             row.drawn += count
             row.token_ids += tokens[i, :count].tolist()
             row.logprobs += logprobs[i, :count].tolist()
             if row.top is not None:
-                ids, lps = host[5][i, :count], host[6][i, :count]
+                ids, lps = host[6][i, :count], host[7][i, :count]
                 row.top += [list(zip(a.tolist(), b.tolist(), strict=True)) for a, b in zip(ids, lps, strict=True)]
             self.stats.generated_tokens += count
             if done[i]:

@@ -11,10 +11,15 @@ count is fixed; the cache length grows (in bucketed steps) when a newcomer needs
 re-laid out, slot = position mod length, as `CacheWrite` places tokens) and keeps that length. Each
 row draws token i with noise that depends only on (seed, i, token id), as in `Sampler`, so a seeded
 request gets the same tokens from the server as from `Sampler.generate`.
+
+A decode call computes only the slots that hold rows, gathered into the smallest width bucket (8, 16, 32, ...)
+that holds them: when most clients have been answered, a step costs what their rows cost, not what the
+whole batch would.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -53,9 +58,15 @@ class SlotState(NamedTuple):
     rows: RowParams
 
 
-class Drawn(NamedTuple):
-    """Tokens drawn by one call for every slot, [B, C] (C steps; a row's new tokens come first)."""
+# The narrowest decode call: below it, a step's fixed costs outweigh what fewer rows save.
+MIN_DECODE_WIDTH = 8
 
+
+class Drawn(NamedTuple):
+    """Tokens drawn by one call, [W, C] (W rows, C steps; a row's new tokens come first). Row i is slot
+    `slots[i]` (the batch size B for an admission's padding rows)."""
+
+    slots: jax.Array  # [W]
     tokens: jax.Array
     logprobs: jax.Array
     top_ids: jax.Array  # [B, C, MAX_TOP_LOGPROBS]
@@ -169,28 +180,35 @@ def _admit(
         return big.at[slots].set(small, mode="drop")
 
     ss = _constrain(jax.tree.map(put, ss, new), sharding)
-    drawn = Drawn(tokens[:, None], logprobs[:, None], top_ids[:, None], top_lps[:, None], generated, done, stop)
+    drawn = Drawn(slots, tokens[:, None], logprobs[:, None], top_ids[:, None], top_lps[:, None], generated, done, stop)
     return ss, drawn
 
 
 def _decode(
     graphdef: nnx.GraphDef,
     state: nnx.State,
-    ss: SlotState,
+    all_slots: SlotState,
     release: jax.Array,
+    order: jax.Array | None,
     *,
     steps: int,
     pad_id: int,
     sharding: DecodeSharding | None,
 ) -> tuple[SlotState, Drawn]:
-    """Up to `steps` cached decode steps for every live slot (fewer when all are done).
+    """Up to `steps` cached decode steps for every live slot of `order` (fewer when all are done).
 
-    `release` [B] frees slots first (rows cut by a stop string, requests whose client went away).
+    `order` [W] lists distinct slots to compute (None: all B, in order); the others keep their state. `release`
+    [W] frees slots of `order` first (rows cut by a stop string, requests whose client went away).
     """
     model = nnx.merge(graphdef, state)
+    if order is None:
+        ss, order = all_slots, jnp.arange(all_slots.done.shape[0], dtype=jnp.int32)
+    else:
+        ss = _constrain(jax.tree.map(lambda x: x[order], all_slots), sharding)
     ss = ss._replace(done=ss.done | release)
     batch = ss.done.shape[0]
     out = Drawn(
+        slots=order,
         tokens=jnp.full((batch, steps), pad_id, jnp.int32),
         logprobs=jnp.zeros((batch, steps), jnp.float32),
         top_ids=jnp.zeros((batch, steps, MAX_TOP_LOGPROBS), jnp.int32),
@@ -248,7 +266,10 @@ def _decode(
         return i + 1, ss, out
 
     _, ss, out = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), ss, out))
-    return ss, out._replace(generated=ss.generated, done=ss.done, hit_stop=ss.hit_stop)
+    out = out._replace(generated=ss.generated, done=ss.done, hit_stop=ss.hit_stop)
+    if batch < all_slots.done.shape[0]:  # back into the donated whole, in place
+        ss = _constrain(jax.tree.map(lambda whole, part: whole.at[order].set(part), all_slots, ss), sharding)
+    return ss, out
 
 
 _empty_jit = jax.jit(_empty, static_argnums=(0, 1, 2, 3, 4, 5, 6))
@@ -334,10 +355,26 @@ class Slots:
         )
         return drawn
 
-    def decode(self, release: np.ndarray, steps: int) -> Drawn:
+    def decode_width(self, rows: int) -> int:
+        """Slots one decode call computes for `rows` occupied slots: a power of two of at least MIN_DECODE_WIDTH
+        (and a multiple of the data shards), or the whole batch."""
+        multiple = self.sampler.batch_multiple
+        width = -(-bucket(rows, MIN_DECODE_WIDTH) // multiple) * multiple
+        return min(width, self.batch)
+
+    def decode(self, release: np.ndarray, steps: int, occupied: Sequence[int] | None = None) -> Drawn:
+        """Up to `steps` decode steps; `release` [B] frees slots first. With `occupied` (the slots holding rows,
+        the released ones included), only those are computed, with free slots as padding up to the width."""
         s = self.sampler
+        order = None
+        if occupied is not None and (width := self.decode_width(len(occupied))) < self.batch:
+            taken = set(occupied)
+            padding = [slot for slot in range(self.batch) if slot not in taken][: width - len(taken)]
+            order = np.array(sorted(taken) + padding, np.int32)
+            release = release[order]
+        args = s._to_device((release, order))
         self.state, drawn = _decode_jit(
-            s.graphdef, s.state, self.state, s._to_device(release), steps=steps, pad_id=s.pad_id, sharding=s.sharding
+            s.graphdef, s.state, self.state, *args, steps=steps, pad_id=s.pad_id, sharding=s.sharding
         )
         return drawn
 
