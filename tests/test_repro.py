@@ -9,6 +9,7 @@ from data_gen.world import WorldConfig, write_world
 from data_gen.world.report import summarize, write_report
 from data_gen.world.repro import ReproSettings, run_repro
 from janus_jax.data import build_data
+from janus_jax.jsonio import write_jsonl_atomic
 from janus_jax.tokenizer import load_tokenizer
 from launch import sweep
 from launch.job import resolve_config
@@ -107,7 +108,7 @@ def test_report_rebuilds_from_generations_alone(tmp_path):
 
 def test_eval_judge_join_and_report_over_real_http(tmp_path):
     """The chain after training: python -m eval -> rule judge over HTTP -> generations.jsonl -> report."""
-    from data_gen.world.repro import evaluate_condition, generations, write_jsonl
+    from data_gen.world.repro import evaluate_condition, generations
     from eval.rule_judge import serving
     from janus_jax.jsonio import read_jsonl
 
@@ -126,7 +127,7 @@ def test_eval_judge_join_and_report_over_real_http(tmp_path):
             answers.write_text("".join(json.dumps({"id": str(i), "response": r}) + "\n"
                                        for i, r in enumerate(replies[cond])))
             eval_dir = evaluate_condition(settings, world, cond, judge.base_url, responses=answers)
-            write_jsonl(settings.out / cond / "generations.jsonl", generations(world, eval_dir, cond))
+            write_jsonl_atomic(settings.out / cond / "generations.jsonl", generations(world, eval_dir, cond))
         assert judge.failures == 2  # the unreadable rubric, once per condition
         judgments = (settings.out / "sm3" / "eval" / "judgments.jsonl").read_text()
         evaluate_condition(settings, world, "sm3", judge.base_url, responses=tmp_path / "sm3.jsonl")

@@ -31,7 +31,7 @@ from typing import Any
 from data_gen.world.checker import satisfies
 from data_gen.world.generate import WorldConfig, write_world
 from data_gen.world.records import Record
-from janus_jax.jsonio import read_jsonl
+from janus_jax.jsonio import read_jsonl, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
 CONDITIONS = ("generic", "sm1", "sm3")
@@ -140,12 +140,6 @@ def generations(world_dir: Path, eval_dir: Path, condition: str) -> list[dict[st
     return rows
 
 
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
-
-
 @contextlib.contextmanager
 def timed(path: Path, stage: str) -> Iterator[None]:
     """Add the stage's wall seconds and its subprocesses' CPU seconds to `path` (summed over reruns).
@@ -184,7 +178,8 @@ def run_repro(settings: ReproSettings) -> Path:
             print(f"[repro] {condition}: serve, generate, judge", flush=True)
             with timed(timing, "eval"):
                 eval_dir = evaluate_condition(settings, world_dir, condition, judge.base_url)
-            write_jsonl(settings.out / condition / "generations.jsonl", generations(world_dir, eval_dir, condition))
+            rows = generations(world_dir, eval_dir, condition)
+            write_jsonl_atomic(settings.out / condition / "generations.jsonl", rows)
             print(f"[repro] {condition}: done ({json.loads(timing.read_text())})", flush=True)
         judge_stats = {"answered": judge.answered, "refused": judge.failures}
     report = write_report(settings.out, settings.conditions, judge_stats=judge_stats,

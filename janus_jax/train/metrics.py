@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 
 import jax
 from etils import epath
@@ -49,6 +50,23 @@ def train_flops_per_token(cfg: MistralConfig, seq_len: int, scored_fraction: flo
     return 6 * body + 6 * head * scored_fraction + attn
 
 
+def _tensorboard_writer() -> type:
+    """tensorboardX's SummaryWriter, imported without torch.
+
+    Why: tensorboardX imports torch when it is installed (for tensors we never log), which added 3 s to every
+    run's start; scalars need none of it. A process that already holds torch keeps it.
+    """
+    hide_torch = "torch" not in sys.modules
+    if hide_torch:
+        sys.modules["torch"] = None  # `import torch` raises ImportError while this is set
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide_torch:
+            del sys.modules["torch"]
+    return SummaryWriter
+
+
 class MetricsWriter:
     """Appends one JSON object per logged step; mirrors scalars to TensorBoard on process 0.
 
@@ -62,8 +80,7 @@ class MetricsWriter:
         self._tb = None
         if enabled:
             try:
-                from tensorboardX import SummaryWriter
-
+                SummaryWriter = _tensorboard_writer()
                 self._tb = SummaryWriter(str(to_path(workdir) / "tensorboard"))
             except ImportError:  # TensorBoard is optional
                 self._tb = None
