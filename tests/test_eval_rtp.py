@@ -134,6 +134,9 @@ def test_output_perplexity_under_a_local_model(tmp_path):
     assert got == pytest.approx(want, rel=1e-5)
 
 
+# 40 s on 2 cores (a janus-serve and its programs): make test-all. make test keeps its parts: the restart with
+# --max-n in test_eval_serve_process.py, eval --checkpoint in test_chain.py, the RTP protocol above.
+@pytest.mark.slow
 def test_eval_run_rtp_on_a_checkpoint_gets_its_25_samples_and_a_rerun_serves_nothing(random_checkpoint, tmp_path,
                                                                                      capfd, monkeypatch):
     """`eval run rtp --checkpoint DIR`: janus-serve is started admitting RealToxicityPrompts' 25 samples a call

@@ -112,6 +112,9 @@ class Judge:
 LIMIT = 3  # items of each benchmark
 
 
+# 45 s on 2 cores (a janus-serve and three benchmarks): make test-all. make test keeps the dry runs and the
+# columns below, and eval --checkpoint in test_chain.py.
+@pytest.mark.slow
 def test_helpfulness_table_on_a_tiny_checkpoint_names_a_failed_benchmark_and_resumes(tiny_checkpoint, tmp_path,
                                                                                      capfd, monkeypatch):
     from tiny_checkpoints import served

@@ -6,6 +6,7 @@ import socket
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -36,6 +37,9 @@ def _final_params(workdir):
 
 
 MESH_8 = {"train.max_steps": 5, "mesh.shape": (2, 2, 2), "train.peak_flops_per_device": 1e12}
+# Tests of the run's life (checkpoints, resume, failures) train on one device: they then share the one-device
+# test's compiled train step (runs of any length do: TEST_SCHEDULE) instead of compiling one more mesh's.
+ONE_DEVICE = {"mesh.shape": (1, 1, 1)}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +52,7 @@ def eight_device_run(tmp_path_factory, data_file):
 def test_one_device_equals_eight_device_mesh(tmp_path, data_file, eight_device_run):
     one = tmp_path / "one"
     eight = eight_device_run
-    train(tiny_sft_config(data_file, **{"train.max_steps": 5, "mesh.shape": (1, 1, 1)}), one)
+    train(tiny_sft_config(data_file, **{"train.max_steps": 5, **ONE_DEVICE}), one)
     np.testing.assert_allclose(_losses(one), _losses(eight), rtol=1e-5)
     assert len(_losses(one)) == 5
     for a, b in zip(jax.tree.leaves(_final_params(one)), jax.tree.leaves(_final_params(eight))):
@@ -79,6 +83,38 @@ def test_packing_on_and_off_give_the_same_loss(tmp_path, data_file):
     np.testing.assert_allclose(rows_p["loss"], rows_u["loss"], rtol=1e-5)
 
 
+def test_a_non_finite_loss_stops_the_run_before_that_step_is_logged_or_saved(tmp_path, data_file, monkeypatch):
+    """The loop and its hooks on a run whose third step reports a NaN loss: the guard stops it before the
+    metrics row and the checkpoint of that step, and the manifest says the run failed. (A run that really
+    diverges is test_nan_stops_before_any_checkpoint, in make test-all: its learning rate compiles a step
+    of its own.)"""
+    from janus_jax.train import trainer
+
+    build_run = trainer.build_run
+
+    def with_nan_from_step_3(cfg):
+        run = build_run(cfg)
+        step_fn, done = run.step_fn, []
+
+        def step(state, batch, ref_params):
+            state, metrics = step_fn(state, batch, ref_params)
+            done.append(1)
+            return state, ({**metrics, "loss": jnp.float32(jnp.nan)} if len(done) >= 3 else metrics)
+
+        run.step_fn = step
+        return run
+
+    monkeypatch.setattr(trainer, "build_run", with_nan_from_step_3)
+    workdir = tmp_path / "nan"
+    cfg = tiny_sft_config(data_file, **{"train.max_steps": 4, "train.checkpoint_every": 1, **ONE_DEVICE})
+    with pytest.raises(NonFiniteLossError, match="at step 3"):
+        train(cfg, workdir)
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [1, 2]
+    assert [r["step"] for r in read_metrics(workdir) if "loss" in r] == [1, 2]
+    assert json.loads((workdir / "manifest.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow  # a step compiled for its learning rate (25-50 s on 2 cores): run by make test-all
 def test_nan_stops_before_any_checkpoint(tmp_path, data_file):
     workdir = tmp_path / "nan"
     cfg = tiny_sft_config(data_file, **{"train.max_steps": 4, "optimizer.lr": 1e30, "train.checkpoint_every": 1})
@@ -145,7 +181,7 @@ def test_sigkill_and_resume_is_bitwise_exact(tmp_path, data_file):
 
 def test_rerunning_a_finished_run_trains_nothing_and_reports_its_metrics(tmp_path, data_file):
     """The same command twice (a relaunched sweep, `make demo` again): the second run ends at once."""
-    cfg = tiny_sft_config(data_file, **{"train.max_steps": 0, "train.num_epochs": 1})  # all of the data
+    cfg = tiny_sft_config(data_file, **{"train.max_steps": 0, "train.num_epochs": 1, **ONE_DEVICE})  # all of the data
     first = train(cfg, tmp_path)
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     metrics = (tmp_path / "metrics.jsonl").read_text()
@@ -190,7 +226,7 @@ def test_head_positions_follow_each_objective():
 
 def test_an_unreadable_newest_checkpoint_is_reported_and_the_run_resumes_from_the_one_before(tmp_path, data_file):
     """A torn newest step (its metadata lost) is named, set aside, and the run continues from step 2."""
-    cfg = tiny_sft_config(data_file, **{"train.max_steps": 4, "train.checkpoint_every": 2})
+    cfg = tiny_sft_config(data_file, **{"train.max_steps": 4, "train.checkpoint_every": 2, **ONE_DEVICE})
     train(cfg, tmp_path)
     (tmp_path / "checkpoints" / "4" / "state" / "_METADATA").unlink()
     final = train(cfg, tmp_path)
@@ -235,7 +271,7 @@ def test_the_prompt_template_travels_from_training_to_export_and_generation(tmp_
     from janus_jax.train.export import export
 
     workdir = tmp_path / "chatml"
-    train(tiny_sft_config(data_file, **{"train.max_steps": 1, "data.template": "chatml"}), workdir)
+    train(tiny_sft_config(data_file, **{"train.max_steps": 1, "data.template": "chatml", **ONE_DEVICE}), workdir)
     assert load_for_inference(str(workdir)).template == "chatml"
     out = export(str(workdir), str(tmp_path / "hf"), dtype="float32")
     assert template_of(out) == "chatml"
