@@ -139,3 +139,26 @@ def test_rubrics_name_their_value_id():
     for v in VALUE_IDS:
         r = rubric(v)
         assert f"[{v}]" in r["criteria"] and set(r["score_descriptions"]) == {"1", "2", "3", "4", "5"}
+
+
+def test_coverage_counts_the_variety_each_setting_trains_on(tmp_path, capsys):
+    """`python -m data_gen.world coverage`: combinations and paraphrases seen at 1, 2, 3 messages per
+    instruction. A 12-instruction world leaves some unseen at 1; the default world sees all of them at 1,
+    which is why more messages per instruction add repetition there, not variety (README, make repro)."""
+    from data_gen.world.coverage import coverage
+
+    cfg = tmp_path / "world.json"
+    cfg.write_text(json.dumps({"train_instructions": 12}))
+    assert world_main(["coverage", "--config", str(cfg)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["rows"] for line in lines] == [12, 24, 36]
+    sft = build_world(WorldConfig(train_instructions=12))["sft.jsonl"]
+    assert lines[2]["combinations_seen"] == len({tuple(r["value_ids"]) for r in sft})
+    assert lines[2]["distinct_system_messages"] == len({r["system"] for r in sft})
+    seen = [line["combinations_seen"] for line in lines]
+    assert seen == sorted(seen) and seen[0] < lines[0]["training_combinations"] == 24
+    assert lines[0]["fewest_rows_per_combination"] == 0
+    default = WorldConfig()
+    one = coverage(build_world(default)["sft.jsonl"], 1, default.held_out())
+    assert one["combinations_seen"] == one["training_combinations"] and one["fewest_rows_per_combination"] >= 20
+    assert one["paraphrases_seen"] == one["training_paraphrases"] and one["fewest_rows_per_paraphrase"] >= 20

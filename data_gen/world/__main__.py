@@ -1,4 +1,4 @@
-"""`python -m data_gen.world {generate, check, repro, report}`: the synthetic preference world and `make repro`."""
+"""`python -m data_gen.world {generate, check, coverage, repro, report}`: the synthetic world and `make repro`."""
 
 from __future__ import annotations
 
@@ -32,6 +32,18 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_coverage(args: argparse.Namespace) -> int:
+    """One JSON line per setting of system_messages_per_instruction: the variety its training rows see."""
+    from data_gen.world.coverage import coverage
+    from data_gen.world.generate import build_world
+
+    cfg = load_world_config(args.config)
+    sft = build_world(cfg)["sft.jsonl"]
+    for k in range(1, cfg.system_messages_per_instruction + 1):
+        print(json.dumps(coverage(sft, k, held_out=cfg.held_out())))
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from data_gen.world.report import write_report
 
@@ -51,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check", help="per value id, how many replies of a generations.jsonl the checker accepts")
     p.add_argument("generations")
     p.set_defaults(func=_cmd_check)
+    p = sub.add_parser("coverage", help="how many training combinations and paraphrases 1, 2, 3 system messages "
+                       "per instruction see")
+    p.add_argument("--config", metavar="FILE", help="JSON world config (keys of WorldConfig)")
+    p.set_defaults(func=_cmd_coverage)
     p = sub.add_parser("report", help="rebuild report.md / report.png from the conditions' generations.jsonl")
     p.add_argument("out", nargs="?", default="runs/repro")
     p.add_argument("--conditions", nargs="+", default=list(CONDITIONS))
