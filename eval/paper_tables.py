@@ -19,10 +19,11 @@ from typing import Any
 
 from eval.benches import get_benchmark, rtp
 from eval.benches.common import RunSettings
-from eval.report import fmt, load_scores, table_lines
+from eval.report import fmt, load_scores
 from eval.runner import JudgeSpec, ModelSpec, NothingUsable, plan, run, unusable_reason
 from eval.source_map import SUBSETS
 from eval.store import write_json
+from janus_jax import markdown
 from janus_jax.paths import to_path, write_atomic
 
 Estimate = dict[str, Any]  # value / low / high (/ n), as scores.json stores an estimate
@@ -305,7 +306,7 @@ def _cell(column: dict) -> str:
 def table_markdown(result: dict[str, Any]) -> str:
     """The model's row and the paper's, then how the numbers were made and what went wrong."""
     lines = [f"# {result['title']}: {result['model']}", ""]
-    lines += table_lines(["Model"] + [c["label"] for c in result["columns"]],
+    lines += markdown.table(["Model"] + [c["label"] for c in result["columns"]],
                          [[result["model"]] + [_cell(c) for c in result["columns"]],
                           [f"{result['paper_model']} (paper)"]
                           + ["n/a" if c["paper"] is None else f"{c['paper']:g}" for c in result["columns"]]])
@@ -316,7 +317,7 @@ def table_markdown(result: dict[str, Any]) -> str:
         status = "ok" if info["status"] == "ok" else f"**nothing usable**: {info['error']}"
         benches.append([bench, f"{info['judge'] or 'none'} ({info['paper_judge'] or 'none'})", info["protocol"],
                         status, f"[{info['dir']}/report.md]({info['dir']}/report.md)"])
-    lines += table_lines(["benchmark", "judge (paper's)", "protocol", "status", "details"], benches)
+    lines += markdown.table(["benchmark", "judge (paper's)", "protocol", "status", "details"], benches)
     missing = [f"{c['label']} ({c['benchmark']})" for c in result["columns"]
                if c["value"] is None and c["benchmark"] not in result["failed"]]
     if missing:

@@ -11,6 +11,7 @@ from etils import epath
 
 from eval.benches import benchmarks
 from eval.benches.common import Benchmark
+from janus_jax import markdown
 from janus_jax.paths import to_path, write_atomic
 
 _MAX_IDS = 20
@@ -45,13 +46,6 @@ def _columns(bench: Benchmark, runs: list[dict]) -> list[tuple[str, Any]]:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def table_lines(header: list[str], rows: list[list[str]]) -> list[str]:
-    """A Markdown table's lines."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
-
-
 def main_table(runs: list[dict]) -> list[str]:
     """Rows = models, columns = benchmarks in registry order (each bench names its own columns)."""
     by_model: dict[str, dict[str, dict]] = defaultdict(dict)
@@ -70,7 +64,7 @@ def main_table(runs: list[dict]) -> list[str]:
     for model, benches in by_model.items():
         rows.append([model] + [fmt(extract(benches[b.name]) if b.name in benches else None, b.digits)
                                for b, extract in cells])
-    return table_lines(header, rows)
+    return markdown.table(header, rows)
 
 
 def run_sections(s: dict) -> list[str]:
@@ -83,13 +77,13 @@ def run_sections(s: dict) -> list[str]:
     if bench.report_lines:
         lines[-1] += " " + " ".join(bench.report_lines(s))
     lines.append("")
-    lines += table_lines(["metric", "value [interval]", "n"],
+    lines += markdown.table(["metric", "value [interval]", "n"],
                     [[s["metric"], fmt(s.get("overall"), digits), str((s.get("overall") or {}).get("n", ""))]])
     for key, title in (("by_subset", "By source benchmark"), ("by_dimension", "By preference dimension"),
                        ("by_turn", "By turn"), ("by_category", "By category"), ("rates", "Rates")):
         if s.get(key):
             lines += ["", f"### {title}", ""]
-            lines += table_lines(["", "value [interval]", "n"],
+            lines += markdown.table(["", "value [interval]", "n"],
                             [[k, fmt(v, digits), str(v.get("n", ""))] for k, v in s[key].items()])
     if s.get("per_run"):
         lines += ["", "Per judge run: " + ", ".join(f"{v:.3f}" if v is not None else "n/a" for v in s["per_run"])]

@@ -18,6 +18,7 @@ from typing import Any
 from etils import epath
 
 from janus_jax import manifest as run_manifest
+from janus_jax import markdown
 from janus_jax.paths import is_url, to_path, write_atomic, write_figure
 from launch.sweep import SWEEP_RECORD
 
@@ -149,9 +150,7 @@ def _cell(value: Any) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     columns = _columns(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_cell(row[c]).replace("|", "\\|") for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(markdown.table(columns, ([_cell(row[c]) for c in columns] for row in rows))) + "\n"
 
 
 def csv_table(rows: list[dict]) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 
 from data_gen.world.values import DIMENSION_OF, DIMENSIONS
 from eval.stats import bootstrap_mean
+from janus_jax import markdown
 from janus_jax.jsonio import read_jsonl
 
 SPLITS = (("unseen", False), ("seen", True))
@@ -168,38 +169,39 @@ def write_report(out: Path, conditions: tuple[str, ...] | list[str], judge_stats
     plot(summary, conds, out / "report.png")
     world = json.loads((out / "world" / "world.json").read_text()) if (out / "world" / "world.json").exists() else {}
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    def by_dimension(split: str) -> list[str]:
+        return markdown.table(["dimension", *conds], ([d, *(_fmt(summary["by_dimension"][split][d][c]) for c in conds)]
+                                                       for d in DIMENSIONS))
+
     lines = [
         "# System-message generalization on the synthetic world", "",
         f"{now}, {machine()}. World: {json.dumps(world.get('config', {}))}. Judge: rule-based, over the OpenAI "
         "protocol (eval/rule_judge.py), 1 run per rubric. Intervals: 95% bootstrap over bench items.", "",
         "## Mean judge score (1-5)", "",
-        "| condition | unseen system messages | seen system messages |", "|---|---|---|",
-        *(f"| {c} | {_fmt(summary['overall']['unseen'][c])} | {_fmt(summary['overall']['seen'][c])} |" for c in conds),
+        *markdown.table(["condition", "unseen system messages", "seen system messages"],
+                        ([c, _fmt(summary["overall"]["unseen"][c]), _fmt(summary["overall"]["seen"][c])]
+                         for c in conds)),
         "", "## Gaps between conditions (paired over the same bench items)", "",
-        "| gap | split | mean difference | verdict |", "|---|---|---|---|",
-        *(f"| {g} | {s} | {_fmt(e)} | {_gap_verdict(e)} |" for s, _ in SPLITS for g, e in summary["gaps"][s].items()),
+        *markdown.table(["gap", "split", "mean difference", "verdict"],
+                        ([g, s, _fmt(e), _gap_verdict(e)] for s, _ in SPLITS for g, e in summary["gaps"][s].items())),
         "", "## By dimension, unseen system messages", "",
-        "| dimension | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds),
-        *(f"| {d} | " + " | ".join(_fmt(summary["by_dimension"]["unseen"][d][c]) for c in conds) + " |"
-          for d in DIMENSIONS),
+        *by_dimension("unseen"),
         "", "## By dimension, seen system messages", "",
-        "| dimension | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds),
-        *(f"| {d} | " + " | ".join(_fmt(summary["by_dimension"]["seen"][d][c]) for c in conds) + " |"
-          for d in DIMENSIONS),
+        *by_dimension("seen"),
         "", "## Independent check (data_gen/world/checker.py) over generations.jsonl", "",
         "Fraction of (reply, value id) pairs the checker accepts, and how often it agrees with the judge "
         "(judge score 5 exactly when the check passes).", "",
-        "| condition | satisfied, unseen | satisfied, seen | agreement with the judge |", "|---|---|---|---|",
-        *(f"| {c} | {_fmt(summary['check_rate']['unseen'][c])} | {_fmt(summary['check_rate']['seen'][c])} | "
-          f"{summary['agreement'][c]['agree']}/{summary['agreement'][c]['total']} |" for c in conds),
+        *markdown.table(["condition", "satisfied, unseen", "satisfied, seen", "agreement with the judge"],
+                        ([c, _fmt(summary["check_rate"]["unseen"][c]), _fmt(summary["check_rate"]["seen"][c]),
+                          f"{summary['agreement'][c]['agree']}/{summary['agreement'][c]['total']}"] for c in conds)),
         "", "## Training and failures", "",
         "Seconds are wall clock (CPU seconds of the stage's processes in parentheses: divided by the cores, the "
         "time on an idle machine).", "",
-        "| condition | steps | final train loss | held-out loss (first -> last eval) | no reply | unscored "
-        "rubrics | train s | serve+generate+judge s |", "|---|---|---|---|---|---|---|---|",
-        *("| " + " | ".join([c, *_training(out, c), str(summary["failures"][c]["no_reply"]),
-                             str(summary["failures"][c]["judge_unscored"]), _seconds(timings[c], "train"),
-                             _seconds(timings[c], "eval")]) + " |" for c in conds),
+        *markdown.table(["condition", "steps", "final train loss", "held-out loss (first -> last eval)", "no reply",
+                         "unscored rubrics", "train s", "serve+generate+judge s"],
+                        ([c, *_training(out, c), summary["failures"][c]["no_reply"],
+                          summary["failures"][c]["judge_unscored"], _seconds(timings[c], "train"),
+                          _seconds(timings[c], "eval")] for c in conds)),
         "", f"Judge requests answered: {summary['judge'].get('answered', 'n/a')}, refused as unreadable: "
         f"{summary['judge'].get('refused', 'n/a')}.", "", "![scores](report.png)", "",
     ]
