@@ -202,32 +202,46 @@ def mesh_info(mesh: Any) -> dict | None:
     return {"axis_names": list(shape), "shape": {str(k): int(v) for k, v in shape.items()}}
 
 
-def data_file_record(path: str | os.PathLike) -> dict:
+def data_file_record(path: str | os.PathLike, previous: Mapping | None = None) -> dict:
     """Hash of one data input: a file, a directory (every file under it, by relative path) or a name.
 
     Inputs that are not local paths (a hub dataset id, a ``gs://`` URL) are recorded as such with no
-    hash, so nothing the run read is missing from the manifest.
+    hash, so nothing the run read is missing from the manifest. ``previous`` is the record of the same
+    path from an earlier attempt of the run: when sizes, file count and newest modification time are
+    unchanged (rsync's test), its hash is kept instead of reading the data again, so a resume does not
+    re-read gigabytes of shards.
     """
     path_str = os.fspath(path)
     local = Path(path_str)
     if local.is_file():
-        return {"path": path_str, "kind": "file", "bytes": local.stat().st_size, "sha256": sha256_file(local)}
+        stat = local.stat()
+        record = {"path": path_str, "kind": "file", "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        return {**record, "sha256": _unchanged_hash(previous, record) or sha256_file(local)}
     if local.is_dir():
-        digest = hashlib.sha256()
-        total = 0
         files = sorted(p for p in local.rglob("*") if p.is_file())
-        for file in files:
-            digest.update(file.relative_to(local).as_posix().encode() + b"\0")
-            digest.update(sha256_file(file).encode() + b"\n")
-            total += file.stat().st_size
-        return {
+        stats = [file.stat() for file in files]
+        record = {
             "path": path_str,
             "kind": "directory",
             "files": len(files),
-            "bytes": total,
-            "sha256": digest.hexdigest(),
+            "bytes": sum(stat.st_size for stat in stats),
+            "mtime_ns": max((stat.st_mtime_ns for stat in stats), default=0),
         }
+        digest = _unchanged_hash(previous, record)
+        if digest is None:
+            hasher = hashlib.sha256()
+            for file in files:
+                hasher.update(file.relative_to(local).as_posix().encode() + b"\0")
+                hasher.update(sha256_file(file).encode() + b"\n")
+            digest = hasher.hexdigest()
+        return {**record, "sha256": digest}
     return {"path": path_str, "kind": "not_local", "sha256": None}
+
+
+def _unchanged_hash(previous: Mapping | None, record: Mapping) -> str | None:
+    if previous and previous.get("sha256") and all(previous.get(k) == v for k, v in record.items()):
+        return previous["sha256"]
+    return None
 
 
 def _is_primary_process() -> bool:
@@ -255,6 +269,7 @@ def write_manifest(
     workdir = to_path(workdir)
     check_workdir(workdir, config)
     previous = read_manifest(workdir) or {}
+    earlier = {r.get("path"): r for r in previous.get("data_files", []) if isinstance(r, dict)}
     now = utc_now()
     attempt = {"start_time": now, "end_time": None, "status": "running", "host": socket.gethostname()}
     manifest = {
@@ -270,7 +285,7 @@ def write_manifest(
         "versions": library_versions(),
         "devices": device_info(),
         "mesh": mesh_info(mesh),
-        "data_files": [data_file_record(p) for p in data_files],
+        "data_files": [data_file_record(p, earlier.get(os.fspath(p))) for p in data_files],
         "extra": to_jsonable(dict(extra or {})),
         "attempts": [*previous.get("attempts", []), attempt],
     }

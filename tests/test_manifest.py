@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import subprocess
 
 import ml_collections
@@ -57,6 +58,7 @@ def test_write_manifest_records_the_run(tmp_path):
         "path": str(data_file),
         "kind": "file",
         "bytes": 17,
+        "mtime_ns": data_file.stat().st_mtime_ns,
         "sha256": hashlib.sha256(b'{"prompt": "hi"}\n').hexdigest(),
     }
     assert dir_record["kind"] == "directory" and dir_record["files"] == 2 and dir_record["bytes"] == 7
@@ -71,6 +73,31 @@ def test_directory_hash_changes_with_content(tmp_path):
     before = manifest.data_file_record(tmp_path / "d")["sha256"]
     (tmp_path / "d" / "x").write_text("2")
     assert manifest.data_file_record(tmp_path / "d")["sha256"] != before
+
+
+def test_a_resume_reuses_the_hashes_of_data_that_did_not_change(tmp_path, monkeypatch):
+    """Sizes, file count and newest modification time unchanged: the earlier attempt's hash is kept and no data
+    is read; a changed file (same size, newer time) is hashed again."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for name in ("a.jsonl", "b.jsonl"):
+        (shards / name).write_text('{"prompt": "hi"}\n')
+    single = shards / "a.jsonl"
+    first = manifest.write_manifest(tmp_path / "run", config=_config(), data_files=[shards, single])
+
+    def no_reading(path):
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr(manifest, "sha256_file", no_reading)
+    again = manifest.write_manifest(tmp_path / "run", config=_config(), data_files=[shards, single])
+    assert again["data_files"] == first["data_files"]
+
+    monkeypatch.undo()
+    single.write_text('{"prompt": "ho"}\n')
+    stat = single.stat()
+    os.utime(single, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    changed = manifest.write_manifest(tmp_path / "run", config=_config(), data_files=[shards, single])
+    assert [r["sha256"] != f["sha256"] for r, f in zip(changed["data_files"], first["data_files"])] == [True, True]
 
 
 def test_finish_and_resume_keep_history(tmp_path):
