@@ -71,13 +71,19 @@ def test_a_failed_background_upload_is_raised_by_the_next_write_and_its_lines_ar
     assert log.read_text() == "a\nb\n"
 
 
-def test_a_gs_llm_cache_is_read_back_by_the_next_process_and_a_torn_entry_is_skipped(gs_dir):
+def test_a_gs_llm_cache_is_read_back_by_the_next_process_and_a_torn_entry_is_skipped(gs_dir, tmp_path,
+                                                                                     monkeypatch):
+    import tempfile
+
     from janus_jax.llm.cache import ResponseCache, request_key
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the local working copy is made
     url = f"{gs_dir}/cache/llm_cache.jsonl"
     first, second = request_key({"model": "m", "n": 1}), request_key({"model": "m", "n": 2})
     cache = ResponseCache(url)
     cache.put(first, {"text": "one"})
+    assert cache.get(first)["text"] == "one"
+    assert list(tmp_path.iterdir()) == []  # the copy is unlinked while open: a killed process leaves nothing
     cache.close()
     torn = epath.Path(url).read_bytes() + b'{"key": "' + second.encode() + b'", "te'  # as a kill mid-append
     epath.Path(url).write_bytes(torn)

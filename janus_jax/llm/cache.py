@@ -7,8 +7,9 @@ are fsync'd at most ``fsync_interval_s`` after they are written and on close, so
 machine crash. The file is indexed by key -> byte offset, so a cache of millions of long replies costs
 little memory; texts are read back only on a hit.
 
-A ``gs://`` cache is downloaded once into a local working copy (read and indexed as above) and every new
-entry is also appended to the object (`janus_jax.paths.LineAppender`, uploaded every few seconds).
+A ``gs://`` cache is downloaded once into a local working copy (read and indexed as above; an unlinked
+temporary file, so a killed process leaves no copy behind) and every new entry is also appended to the object
+(`janus_jax.paths.LineAppender`, uploaded every few seconds).
 
 The key (see ``request_key``) hashes model + messages + sampling parameters + response format, never
 the parser, so a better parser re-scores cached replies for free.
@@ -62,6 +63,8 @@ class ResponseCache:
         self._index: dict[str, tuple[int, int]] = {}
         self._load_index()
         self._fd = os.open(self._file, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        if self._mirror is not None:
+            os.remove(self._file)  # the open descriptor keeps the copy: nothing is left behind, even after a kill
         self._seal_torn_tail()
         self._dirty = False
         self._fsync_scheduled = False
@@ -150,4 +153,3 @@ class ResponseCache:
         if self._mirror is not None:
             self._mirror.close()
             self._mirror = None
-            os.remove(self._file)
