@@ -197,9 +197,14 @@ def _add_paper_tables(sub: argparse._SubParsersAction) -> None:
         tp = per_table.add_parser(name, help=f"{table.title} ({benches})",
                                   description=f"{table.title}: {benches} on one checkpoint, with the paper's judges "
                                   "and settings; OUT/<bench>/ per benchmark, then OUT/table.md and table.json.")
-        tp.add_argument("--checkpoint", required=True, metavar="DIR",
-                        help="what janus-serve --model takes (a janus-train workdir, an HF directory); served once "
-                        "for all the table's benchmarks (with $JANUS_SERVE_API_KEY as its key when set)")
+        who = tp.add_mutually_exclusive_group(required=True)
+        who.add_argument("--checkpoint", metavar="DIR",
+                         help="what janus-serve --model takes (a janus-train workdir, an HF directory); served once "
+                         "for all the table's benchmarks (with $JANUS_SERVE_API_KEY as its key when set)")
+        who.add_argument("--model", help="a model already served at --base-url (vLLM, janus-serve, ...); it "
+                         "must accept repetition_penalty, which the paper's settings send")
+        tp.add_argument("--base-url", help="OpenAI-compatible endpoint serving --model")
+        tp.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding its API key")
         paper_judges = ", ".join(f"{r.bench} {r.judge}" for r in table.benches if r.judge) or "none"
         _add_judge_and_run_args(tp, False, f"one judge for every benchmark of the table (default: the paper's: "
                                 f"{paper_judges})")
@@ -208,14 +213,15 @@ def _add_paper_tables(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_paper_table(args: argparse.Namespace) -> int:
-    from eval.paper_tables import get_table, judges, plan_table, run_table, table_markdown
+    from eval.paper_tables import get_table, judges, plan_table, run_table, table_markdown, table_model
 
     table = get_table(args.table)
+    model = table_model(args.checkpoint, args.model, base_url=args.base_url, api_key_env=args.api_key_env)
     settings = {r.bench: _settings(args, open_model=True, bench_name=r.bench) for r in table.benches}
     judge_specs = judges(table, settings, args.judge, base_url=args.judge_base_url,
                          api_key_env=args.judge_api_key_env, max_reasks=args.max_reasks, concurrency=args.concurrency)
     if args.dry_run:
-        result = plan_table(table, args.out, args.checkpoint, judge_specs, settings, limit=args.limit)
+        result = plan_table(table, args.out, model, judge_specs, settings, limit=args.limit)
         for bench_plan in result["benchmarks"]:
             _print_plan(bench_plan)
         gen, judge = result["total"]["generation"], result["total"]["judge"]
@@ -225,7 +231,7 @@ def _cmd_paper_table(args: argparse.Namespace) -> int:
               f"judge {judge['calls']} calls, ~{judge['prompt_tokens']} prompt + <={judge['completion_tokens']} "
               f"completion tokens, about ${judge['cost_usd']:.2f}{unpriced}")
         return 0
-    result = run_table(table, args.out, args.checkpoint, judge_specs, settings, limit=args.limit,
+    result = run_table(table, args.out, model, judge_specs, settings, limit=args.limit,
                        progress=not args.quiet)
     print(table_markdown(result))
     print(f"table: {args.out}/table.md, table.json")

@@ -10,6 +10,7 @@ the checkpoint, started only when a benchmark still has answers to generate. ``O
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -156,11 +157,21 @@ def judges(table: PaperTable, settings: Mapping[str, RunSettings], name: str | N
 # ----------------------------------------------------------------------------------------------------------
 
 
-def plan_table(table: PaperTable, out: str | os.PathLike, checkpoint: str, judge_specs: Mapping[str, JudgeSpec | None],
+def table_model(checkpoint: str | None = None, name: str | None = None, base_url: str | None = None,
+                api_key_env: str = "OPENAI_API_KEY") -> ModelSpec:
+    """The evaluated model: a checkpoint (served by janus-serve, named after its directory) or a model ``name``
+    at an OpenAI-compatible ``base_url`` that is already serving (vLLM serving released weights, for one)."""
+    if checkpoint:
+        return ModelSpec(model_name(checkpoint), checkpoint=checkpoint)
+    if not name:
+        raise ValueError("a paper table needs --checkpoint DIR or --model NAME (with --base-url)")
+    return ModelSpec(name, base_url=base_url, api_key_env=api_key_env)
+
+
+def plan_table(table: PaperTable, out: str | os.PathLike, model: ModelSpec, judge_specs: Mapping[str, JudgeSpec | None],
                settings: Mapping[str, RunSettings], limit: int | None = None) -> dict[str, Any]:
     """Each benchmark's ``eval.runner.plan`` (what ``eval run BENCH --dry-run`` prints) and their sums; calls
     nothing, writes nothing. ``judge.cost_usd`` sums the priced judges; ``judge.unpriced`` names the others."""
-    model = ModelSpec(model_name(checkpoint), checkpoint=checkpoint)
     plans = [plan(r.bench, to_path(out) / r.bench, model, judge_specs[r.bench], settings[r.bench], limit=limit)
              for r in table.benches]
     counts = ("calls", "prompt_tokens", "completion_tokens")
@@ -208,10 +219,11 @@ def check_scorer_keys(bench: str, settings: RunSettings) -> None:
                 from None
 
 
-def run_table(table: PaperTable, out: str | os.PathLike, checkpoint: str,
+def run_table(table: PaperTable, out: str | os.PathLike, model: ModelSpec,
               judge_specs: Mapping[str, JudgeSpec | None], settings: Mapping[str, RunSettings],
               limit: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run every benchmark of ``table`` on ``checkpoint`` into ``out/<bench>/``, then write the table.
+    """Run every benchmark of ``table`` on ``model`` into ``out/<bench>/``, then write the table. A checkpoint is
+    served by one janus-serve for every benchmark, started by the first one that has answers to generate.
 
     A benchmark that produces nothing usable does not stop the others; the returned table (also in
     table.json) lists it under ``failed`` with the reason, and its columns have no value.
@@ -219,11 +231,10 @@ def run_table(table: PaperTable, out: str | os.PathLike, checkpoint: str,
     from eval.serve_process import CheckpointServer
 
     out = to_path(out)
-    name = model_name(checkpoint)
-    model = ModelSpec(name, checkpoint=checkpoint)
     scores: dict[str, dict] = {}
     failed: dict[str, str] = {}
-    with CheckpointServer(checkpoint, name) as server:  # one for every benchmark, started by the first to generate
+    serving = CheckpointServer(model.checkpoint, model.name) if model.checkpoint else contextlib.nullcontext()
+    with serving as server:
         for recipe in table.benches:
             bench_out = out / recipe.bench
             judge = judge_specs[recipe.bench]
@@ -243,7 +254,7 @@ def run_table(table: PaperTable, out: str | os.PathLike, checkpoint: str,
                 failed[recipe.bench] = str(error)
             except (ValueError, FileNotFoundError) as error:
                 raise type(error)(f"{recipe.bench}: {error}") from error
-    result = table_result(table, name, checkpoint, scores, failed, judge_specs, settings, limit)
+    result = table_result(table, model, scores, failed, judge_specs, settings, limit)
     write_table(result, out)
     return result
 
@@ -273,7 +284,7 @@ def deviations(table: PaperTable, judge_specs: Mapping[str, JudgeSpec | None],
     return notes
 
 
-def table_result(table: PaperTable, name: str, checkpoint: str, scores: Mapping[str, dict],
+def table_result(table: PaperTable, model: ModelSpec, scores: Mapping[str, dict],
                  failed: Mapping[str, str], judge_specs: Mapping[str, JudgeSpec | None],
                  settings: Mapping[str, RunSettings], limit: int | None) -> dict[str, Any]:
     """table.json: the model's row (value and interval per column), the paper's row, and per benchmark its
@@ -292,7 +303,8 @@ def table_result(table: PaperTable, name: str, checkpoint: str, scores: Mapping[
             "protocol": recipe.protocol, "status": "failed" if recipe.bench in failed else "ok",
             "error": failed.get(recipe.bench), "metric": (scores.get(recipe.bench) or {}).get("metric"),
         }
-    return {"table": table.name, "title": table.title, "model": name, "checkpoint": checkpoint,
+    return {"table": table.name, "title": table.title, "model": model.name, "checkpoint": model.checkpoint,
+            "base_url": model.base_url,
             "columns": columns, "paper_model": table.paper_model, "benchmarks": benches,
             "failed": dict(failed), "not_the_papers_protocol": deviations(table, judge_specs, settings, limit)}
 
@@ -310,8 +322,9 @@ def table_markdown(result: dict[str, Any]) -> str:
                          [[result["model"]] + [_cell(c) for c in result["columns"]],
                           [f"{result['paper_model']} (paper)"]
                           + ["n/a" if c["paper"] is None else f"{c['paper']:g}" for c in result["columns"]]])
-    lines += ["", f"Checkpoint `{result['checkpoint']}`. Intervals are each benchmark's 95% intervals "
-              "(see its report).", ""]
+    source = (f"Checkpoint `{result['checkpoint']}`" if result.get("checkpoint")
+              else f"Model `{result['model']}` at `{result.get('base_url') or 'the OpenAI API'}`")
+    lines += ["", f"{source}. Intervals are each benchmark's 95% intervals (see its report).", ""]
     benches = []
     for bench, info in result["benchmarks"].items():
         status = "ok" if info["status"] == "ok" else f"**nothing usable**: {info['error']}"

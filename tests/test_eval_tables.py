@@ -18,12 +18,15 @@ from scripted_openai_server import Call, Fault, Reply, ScriptedOpenAIServer  # n
 from eval import DATA_DIR  # noqa: E402
 from eval.cli import main as eval_main  # noqa: E402
 from eval.paper_tables import TABLES  # noqa: E402
+from eval.runner import ModelSpec  # noqa: E402
 
 pytest_plugins = ["tiny_checkpoints"]  # tiny_checkpoint, random_checkpoint
 
 BENCH_EXAMPLE = str(DATA_DIR / "janus" / "bench_example.json")  # the bundled Multifaceted Bench row
 PAPER_JUDGES = {"multifaceted": "gpt-4-0125-preview", "alpaca_eval": "gpt-4-1106-preview", "mt_bench": "gpt-4",
                 "arena_hard": "gpt-4-1106-preview"}
+
+CKPT = ModelSpec("m", checkpoint="runs/m")  # the evaluated model of the column tests
 
 
 def plan_numbers(printed: str) -> dict[str, float]:
@@ -110,6 +113,33 @@ class Judge:
 
 
 LIMIT = 3  # items of each benchmark
+
+
+def test_helpfulness_table_of_a_model_already_served_elsewhere(tmp_path, capsys):
+    """`paper-table --model NAME --base-url URL`: the model is asked at its endpoint (as vLLM would serve released
+    weights), no janus-serve is started, and the table names the endpoint."""
+    judge, asked = Judge(), []
+
+    def rules(call: Call):
+        if call.model == "released-janus":
+            asked.append(call.body)
+            return "Hello"
+        return judge(call)
+
+    out = tmp_path / "helpfulness"
+    with ScriptedOpenAIServer(rules) as server:
+        url = server.base_url
+        command = ["paper-table", "helpfulness", "--model", "released-janus", "--base-url", url,
+                   "--judge-base-url", url, "--out", str(out), "--limit", "2", "--rounds", "50", "--quiet"]
+        assert eval_main(command) == 0
+    printed = capsys.readouterr().out
+    assert "Started server process" not in printed
+    assert len(asked) == 2 + 2 * 2 + 2  # AlpacaEval, MT-Bench's two turns, Arena-Hard
+    assert all(body.get("repetition_penalty") == 1.03 for body in asked)  # the paper's open-model setting
+    table = json.loads((out / "table.json").read_text())
+    assert table["model"] == "released-janus" and table["checkpoint"] is None and not table["failed"]
+    assert all(c["value"] is not None for c in table["columns"])
+    assert f"Model `released-janus` at `{url}`" in (out / "table.md").read_text()
 
 
 # 45 s on 2 cores (a janus-serve and three benchmarks): make test-all. make test keeps the dry runs and the
@@ -199,7 +229,7 @@ def test_harmlessness_columns_read_the_rtp_scores_and_name_what_is_missing():
     paper = RunSettings(options={"toxicity": "judge", "samples": 25, "ppl_model": "openai-community/gpt2-xl"})
     scores = RTP.aggregate(snapshots, rows, paper, responses=responses)
     specs = judges(table, {"rtp": paper}, "local-judge")
-    result = table_result(table, "m", "runs/m", {"rtp": scores}, {}, specs, {"rtp": paper}, None)
+    result = table_result(table, CKPT, {"rtp": scores}, {}, specs, {"rtp": paper}, None)
     values = {c["label"]: c["value"] for c in result["columns"]}
     assert values == {"Avg. max toxicity ↓": pytest.approx((0.7 + 0.3) / 2), "Toxic prob ↓": 0.5,
                       "Output PPL ↓": 25.0, "dist-2 ↑": scores["dist-2"], "dist-3 ↑": scores["dist-3"]}
@@ -212,7 +242,7 @@ def test_harmlessness_columns_read_the_rtp_scores_and_name_what_is_missing():
     bare = RunSettings(options={"toxicity": "none", "samples": 25, "ppl_model": None})
     scores = RTP.aggregate(snapshots, [], bare, responses=responses)
     assert judges(table, {"rtp": bare}) == {"rtp": None}
-    result = table_result(table, "m", "runs/m", {"rtp": scores}, {}, {"rtp": None}, {"rtp": bare}, None)
+    result = table_result(table, CKPT, {"rtp": scores}, {}, {"rtp": None}, {"rtp": bare}, None)
     assert [c["value"] is None for c in result["columns"]] == [True, True, True, False, False]
     markdown = table_markdown(result)
     assert "**No value** (see the benchmark's report for why): Avg. max toxicity ↓ (rtp), Toxic prob ↓ (rtp), " \
@@ -233,7 +263,7 @@ def test_multifaceted_columns_are_the_per_source_and_overall_scores():
                  for run in range(3)]
     settings = RunSettings(rounds=50, options={"runs": 3})
     scores = MF.aggregate(snapshots, judgments, settings)
-    result = table_result(table, "m", "runs/m", {"multifaceted": scores}, {}, judges(table, {"multifaceted": settings}),
+    result = table_result(table, CKPT, {"multifaceted": scores}, {}, judges(table, {"multifaceted": settings}),
                           {"multifaceted": settings}, None)
     columns = {c["label"]: c for c in result["columns"]}
     assert list(columns) == ["mf-AlpacaEval", "mf-FLASK", "mf-Koala", "mf-MT-Bench", "mf-Self-Instruct", "Average"]
