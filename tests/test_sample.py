@@ -362,13 +362,13 @@ def test_rows_joining_decode_slots_equal_full_forward_greedy(model, window_model
 
 
 def test_decoding_only_the_occupied_slots_draws_what_the_whole_batch_draws(model):
-    """Decode calls that compute only the occupied slots (gathered into a width of 8 out of 16) draw the same
-    greedy tokens as full forward passes, and leave the other slots' rows as they were: a row that sat out
-    (slot 13) goes on as if it had decoded alone."""
+    """Decode calls that compute only the occupied slots (gathered into a width of 16 out of 32) draw the same
+    greedy tokens as full forward passes, and leave the other slots' rows as they were: a row that sat out two
+    calls (slot 23) goes on as if it had decoded alone. (Calls of the whole batch are the test above.)"""
     from janus_jax.serve.slots import Slots
 
-    slots = Slots(Sampler(model, eos_id=VOCAB + 1), batch=16)
-    prompts = {2: [1, 17, 40, 41, 42], 9: [1, 5, 6, 7], 13: [1, *range(100, 110)]}
+    slots = Slots(Sampler(model, eos_id=VOCAB + 1), batch=32)
+    prompts = {2: [1, 17, 40, 41, 42], 9: [1, 5, 6, 7], 23: [1, *range(100, 110)]}
     params = SamplingParams(temperature=0.0, max_new_tokens=12)
     need = max(slots.needed_cache_length(len(p), 12) for p in prompts.values())
     drawn = slots.admit(list(prompts), list(prompts.values()), row_params([params] * 3, VOCAB + 1, 8),
@@ -376,19 +376,18 @@ def test_decoding_only_the_occupied_slots_draws_what_the_whole_batch_draws(model
     got = {slot: [int(t)] for slot, t in zip(prompts, np.asarray(drawn.tokens)[:3, 0], strict=True)}
 
     def decode(occupied):
-        drawn = slots.decode(np.zeros(16, bool), 4, occupied)
+        drawn = slots.decode(np.zeros(32, bool), 4, occupied)
         index = {int(s): i for i, s in enumerate(np.asarray(drawn.slots))}
-        assert len(index) == (16 if occupied is None else slots.decode_width(len(occupied)))
-        for slot in occupied or got:
+        assert len(index) == slots.decode_width(len(occupied)) == 16
+        for slot in occupied:
             i = index[slot]
             got[slot] += np.asarray(drawn.tokens)[i, : int(drawn.generated[i]) - len(got[slot])].tolist()
 
-    decode([2, 9])  # slot 13 sits out two calls
+    decode([2, 9])  # slot 23 sits out two calls
     decode([2, 9])
-    assert len(got[13]) == 1 and len(got[2]) == 9
-    decode([2, 9, 13])
-    decode(None)  # the whole batch again
-    decode(None)
-    assert {slot: len(tokens) for slot, tokens in got.items()} == {2: 12, 9: 12, 13: 12}
+    assert len(got[23]) == 1 and len(got[2]) == 9
+    for _ in range(3):
+        decode([2, 9, 23])
+    assert {slot: len(tokens) for slot, tokens in got.items()} == {2: 12, 9: 12, 23: 12}
     for slot, prompt in prompts.items():
         assert got[slot] == greedy_reference(model, prompt, 12), slot

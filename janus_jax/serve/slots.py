@@ -12,7 +12,7 @@ re-laid out, slot = position mod length, as `CacheWrite` places tokens) and keep
 row draws token i with noise that depends only on (seed, i, token id), as in `Sampler`, so a seeded
 request gets the same tokens from the server as from `Sampler.generate`.
 
-A decode call computes only the slots that hold rows, gathered into the smallest width bucket (8, 16, 32, ...)
+A decode call computes only the slots that hold rows, gathered into the smallest width bucket (16, 32, 64, ...)
 that holds them: when most clients have been answered, a step costs what their rows cost, not what the
 whole batch would.
 """
@@ -58,8 +58,9 @@ class SlotState(NamedTuple):
     rows: RowParams
 
 
-# The narrowest decode call: below it, a step's fixed costs outweigh what fewer rows save.
-MIN_DECODE_WIDTH = 8
+# The narrowest decode call. Each width is one more program to compile, and narrower saves little: one row on 32
+# slots cost 7.6 ms a step at the full width, 4.6 ms at 16 and 3.9 ms at 8 (tiny model, CPU; bench/RESULTS.md).
+MIN_DECODE_WIDTH = 16
 
 
 class Drawn(NamedTuple):
