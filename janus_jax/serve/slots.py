@@ -70,9 +70,9 @@ class Drawn(NamedTuple):
     slots: jax.Array  # [W]
     tokens: jax.Array
     logprobs: jax.Array
-    top_ids: jax.Array  # [B, C, MAX_TOP_LOGPROBS]
+    top_ids: jax.Array  # [W, C, MAX_TOP_LOGPROBS]
     top_logprobs: jax.Array
-    generated: jax.Array  # [B] after the call
+    generated: jax.Array  # [W] after the call
     done: jax.Array
     hit_stop: jax.Array
 
