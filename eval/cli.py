@@ -189,13 +189,13 @@ def _add_paper_tables(sub: argparse._SubParsersAction) -> None:
     at the paper's values."""
     from eval.paper_tables import TABLES
 
-    p = sub.add_parser("paper-table", help="run the benchmarks of one of the paper's tables on a checkpoint and write "
-                       "the table beside the paper's Janus 7B row")
+    p = sub.add_parser("paper-table", help="run the benchmarks of one of the paper's tables on a checkpoint (or a "
+                       "served model) and write the table beside the paper's Janus 7B row")
     per_table = p.add_subparsers(dest="table", required=True, metavar="TABLE")
     for name, table in TABLES.items():
         benches = ", ".join(r.bench for r in table.benches)
         tp = per_table.add_parser(name, help=f"{table.title} ({benches})",
-                                  description=f"{table.title}: {benches} on one checkpoint, with the paper's judges "
+                                  description=f"{table.title}: {benches} on one model, with the paper's judges "
                                   "and settings; OUT/<bench>/ per benchmark, then OUT/table.md and table.json.")
         who = tp.add_mutually_exclusive_group(required=True)
         who.add_argument("--checkpoint", metavar="DIR",

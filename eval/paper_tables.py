@@ -1,10 +1,11 @@
-"""The Janus paper's result tables, one command each: ``python -m eval paper-table TABLE --checkpoint DIR``.
+"""The Janus paper's result tables, one command each: ``python -m eval paper-table TABLE --checkpoint DIR`` (or
+``--model NAME --base-url URL`` for a model served elsewhere).
 
 A ``PaperTable`` is a record: the benchmarks behind one table of the paper, each with the judge and the
 settings the paper used, the table's columns (where each value comes from in a benchmark's scores.json)
 and the paper's Janus 7B row. ``run_table`` runs every benchmark through ``eval.runner.run`` (the code path
 of ``python -m eval run``) into ``OUT/<bench>/``, so each resumes on its own, with one ``janus-serve`` for
-the checkpoint, started only when a benchmark still has answers to generate. ``OUT/table.md`` and
+a checkpoint, started only when a benchmark still has answers to generate. ``OUT/table.md`` and
 ``OUT/table.json`` then put the model's row beside the paper's.
 """
 
@@ -163,8 +164,9 @@ def table_model(checkpoint: str | None = None, name: str | None = None, base_url
     at an OpenAI-compatible ``base_url`` that is already serving (vLLM serving released weights, for one)."""
     if checkpoint:
         return ModelSpec(model_name(checkpoint), checkpoint=checkpoint)
-    if not name:
-        raise ValueError("a paper table needs --checkpoint DIR or --model NAME (with --base-url)")
+    if not (name and base_url):
+        raise ValueError("a paper table needs --checkpoint DIR, or --model NAME with --base-url URL (the paper's "
+                         "settings send repetition_penalty, which only open-model servers accept)")
     return ModelSpec(name, base_url=base_url, api_key_env=api_key_env)
 
 
