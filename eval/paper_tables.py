@@ -321,9 +321,9 @@ def table_markdown(result: dict[str, Any]) -> str:
     """The model's row and the paper's, then how the numbers were made and what went wrong."""
     lines = [f"# {result['title']}: {result['model']}", ""]
     lines += markdown.table(["Model"] + [c["label"] for c in result["columns"]],
-                         [[result["model"]] + [_cell(c) for c in result["columns"]],
-                          [f"{result['paper_model']} (paper)"]
-                          + ["n/a" if c["paper"] is None else f"{c['paper']:g}" for c in result["columns"]]])
+                            [[result["model"]] + [_cell(c) for c in result["columns"]],
+                             [f"{result['paper_model']} (paper)"]
+                             + ["n/a" if c["paper"] is None else f"{c['paper']:g}" for c in result["columns"]]])
     source = (f"Checkpoint `{result['checkpoint']}`" if result.get("checkpoint")
               else f"Model `{result['model']}` at `{result.get('base_url') or 'the OpenAI API'}`")
     lines += ["", f"{source}. Intervals are each benchmark's 95% intervals (see its report).", ""]

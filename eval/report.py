@@ -78,13 +78,13 @@ def run_sections(s: dict) -> list[str]:
         lines[-1] += " " + " ".join(bench.report_lines(s))
     lines.append("")
     lines += markdown.table(["metric", "value [interval]", "n"],
-                    [[s["metric"], fmt(s.get("overall"), digits), str((s.get("overall") or {}).get("n", ""))]])
+                            [[s["metric"], fmt(s.get("overall"), digits), str((s.get("overall") or {}).get("n", ""))]])
     for key, title in (("by_subset", "By source benchmark"), ("by_dimension", "By preference dimension"),
                        ("by_turn", "By turn"), ("by_category", "By category"), ("rates", "Rates")):
         if s.get(key):
             lines += ["", f"### {title}", ""]
             lines += markdown.table(["", "value [interval]", "n"],
-                            [[k, fmt(v, digits), str(v.get("n", ""))] for k, v in s[key].items()])
+                                    [[k, fmt(v, digits), str(v.get("n", ""))] for k, v in s[key].items()])
     if s.get("per_run"):
         lines += ["", "Per judge run: " + ", ".join(f"{v:.3f}" if v is not None else "n/a" for v in s["per_run"])]
     if s.get("counts"):

@@ -156,6 +156,11 @@ def _seconds(timings: dict, stage: str) -> str:
     return f"{t['wall_s']:.0f} ({t['cpu_s']:.0f})" if t else "n/a"
 
 
+def _dimension_table(summary: dict, conds: list[str], split: str) -> list[str]:
+    rows = ([d, *(_fmt(summary["by_dimension"][split][d][c]) for c in conds)] for d in DIMENSIONS)
+    return markdown.table(["dimension", *conds], rows)
+
+
 def write_report(out: Path, conditions: tuple[str, ...] | list[str], judge_stats: dict | None = None,
                  rounds: int = 1000) -> Path:
     """Write OUT/report.md, OUT/report.png and OUT/summary.json from the conditions' generations."""
@@ -169,10 +174,6 @@ def write_report(out: Path, conditions: tuple[str, ...] | list[str], judge_stats
     plot(summary, conds, out / "report.png")
     world = json.loads((out / "world" / "world.json").read_text()) if (out / "world" / "world.json").exists() else {}
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    def by_dimension(split: str) -> list[str]:
-        return markdown.table(["dimension", *conds], ([d, *(_fmt(summary["by_dimension"][split][d][c]) for c in conds)]
-                                                       for d in DIMENSIONS))
-
     lines = [
         "# System-message generalization on the synthetic world", "",
         f"{now}, {machine()}. World: {json.dumps(world.get('config', {}))}. Judge: rule-based, over the OpenAI "
@@ -185,9 +186,9 @@ def write_report(out: Path, conditions: tuple[str, ...] | list[str], judge_stats
         *markdown.table(["gap", "split", "mean difference", "verdict"],
                         ([g, s, _fmt(e), _gap_verdict(e)] for s, _ in SPLITS for g, e in summary["gaps"][s].items())),
         "", "## By dimension, unseen system messages", "",
-        *by_dimension("unseen"),
+        *_dimension_table(summary, conds, "unseen"),
         "", "## By dimension, seen system messages", "",
-        *by_dimension("seen"),
+        *_dimension_table(summary, conds, "seen"),
         "", "## Independent check (data_gen/world/checker.py) over generations.jsonl", "",
         "Fraction of (reply, value id) pairs the checker accepts, and how often it agrees with the judge "
         "(judge score 5 exactly when the check passes).", "",

@@ -4,7 +4,7 @@ is the command line)."""
 from __future__ import annotations
 
 from janus_jax.sample import Sampler
-from janus_jax.serve import DEFAULT_MAX_BATCH, DEFAULT_MAX_N
+from janus_jax.serve import DEFAULT_CHUNK_TOKENS, DEFAULT_MAX_BATCH, DEFAULT_MAX_N
 from janus_jax.serve.engine import Engine
 from janus_jax.serve.loading import LoadedModel
 from janus_jax.serve.protocol import Limits
@@ -22,7 +22,7 @@ def build_server(
     max_batch: int = DEFAULT_MAX_BATCH,
     context: int | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
-    chunk_tokens: int = 8,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     log_requests: bool = True,
     engine: Engine | None = None,
 ) -> JanusServer:

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from janus_jax.sample import Completion, Sampler, SamplingParams, cut_at_stop_string, row_params
+from janus_jax.serve import DEFAULT_CHUNK_TOKENS, DEFAULT_MAX_BATCH
 from janus_jax.serve.protocol import APIError, GenerationRequest
 from janus_jax.serve.slots import Drawn, Slots
 
@@ -82,9 +83,9 @@ class Engine:
         self,
         sampler: Sampler,
         *,
-        max_batch_rows: int = 32,
+        max_batch_rows: int = DEFAULT_MAX_BATCH,
         max_queued_rows: int = 1024,
-        chunk_tokens: int = 8,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         gather_s: float = 0.002,
         rejoin_s: float = 0.02,
     ):
