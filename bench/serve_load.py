@@ -7,8 +7,14 @@ are janus-serve (same uvicorn layer, same decode-slot count); the reference only
 the per-wave batching janus-serve used before (reproduced below: a wave takes every queued request and
 decodes it with `Sampler.stream` until its longest reply is done). Each mode runs the workload once to
 compile; then the timed runs alternate between the two servers (--rounds each, best counts), so that
-other jobs' load hits both alike. Prints one JSON object: generated tokens/s of each, their ratio, request
-latencies, and the load average before and after (a loaded machine shows as such).
+other jobs' load hits both alike. The first client then runs its requests alone against both servers
+(`one_client`): a lone user must not pay for the batching. Prints one JSON object: generated tokens/s of
+each, their ratio, request latencies, and the load average before and after (a loaded machine shows as such).
+
+The clients run in a process of their own, as a server's clients do: in the server's process their 64
+threads would take the server's interpreter lock to build and parse every request, which slows the engine
+thread between decode calls and bunches the requests that reach the per-wave engine. Each client builds its
+HTTP client before the clock starts, and all start together.
 
     PYTHONPATH=. .venv/bin/python bench/serve_load.py
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import queue
@@ -112,14 +119,16 @@ class WaveEngine:
 def run_workload(url: str, lengths: list[list[int]]) -> dict:
     """Every client sends its requests in turn; returns tokens/s and request latencies."""
     latencies: list[float] = []
+    clients = [openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=3600) for _ in lengths]
+    ready = threading.Barrier(len(lengths) + 1)
 
     def client_loop(c: int) -> int:
-        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=3600)
         tokens = 0
+        ready.wait()
         for r, max_tokens in enumerate(lengths[c]):
             messages = [{"role": "user", "content": f"Client {c}, question {r}: tell me about the number {c * r}."}]
             start = time.perf_counter()
-            reply = client.chat.completions.create(
+            reply = clients[c].chat.completions.create(
                 model="bench",
                 messages=messages,
                 max_tokens=max_tokens,
@@ -130,10 +139,14 @@ def run_workload(url: str, lengths: list[list[int]]) -> dict:
             tokens += reply.usage.completion_tokens
         return tokens
 
-    start = time.perf_counter()
     with ThreadPoolExecutor(len(lengths)) as pool:
-        tokens = sum(pool.map(client_loop, range(len(lengths))))
-    wall = time.perf_counter() - start
+        counts = [pool.submit(client_loop, c) for c in range(len(lengths))]
+        ready.wait()
+        start = time.perf_counter()
+        tokens = sum(count.result() for count in counts)
+        wall = time.perf_counter() - start
+    for client in clients:
+        client.close()
     return {
         "tokens": tokens,
         "wall_s": round(wall, 2),
@@ -141,6 +154,35 @@ def run_workload(url: str, lengths: list[list[int]]) -> dict:
         "latency_p50_s": round(float(np.median(latencies)), 2),
         "latency_max_s": round(max(latencies), 2),
     }
+
+
+def _client_process(jobs: Any, results: Any) -> None:
+    """The clients' own process: runs each (url, lengths) it is sent, until it gets None."""
+    while (job := jobs.get()) is not None:
+        results.put(run_workload(*job))
+
+
+class ClientProcess:
+    """run_workload in a separate process, started once (spawned: it does not inherit the server's threads)."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._jobs, self._results = context.Queue(), context.Queue()
+        self._process = context.Process(target=_client_process, args=(self._jobs, self._results), daemon=True)
+        self._process.start()
+
+    def run(self, url: str, lengths: list[list[int]]) -> dict:
+        self._jobs.put((url, lengths))
+        while True:
+            try:
+                return self._results.get(timeout=5)
+            except queue.Empty:
+                if not self._process.is_alive():
+                    raise RuntimeError(f"the client process died (exit code {self._process.exitcode})") from None
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._process.join(timeout=60)
 
 
 def start_server(model: Mistral, tokenizer: Any, mode: str, slots: int) -> Any:
@@ -154,23 +196,38 @@ def start_server(model: Mistral, tokenizer: Any, mode: str, slots: int) -> Any:
     return server
 
 
+def best_runs(clients: ClientProcess, urls: dict[str, str], lengths: list[list[int]], rounds: int) -> dict:
+    """One untimed run per server (it compiles every shape the timed runs need), then `rounds` timed runs
+    alternating between the servers (other jobs' load hits both alike); the best run of each counts."""
+    for url in urls.values():
+        clients.run(url, lengths)
+    runs: dict[str, list[dict]] = {mode: [] for mode in urls}
+    for _ in range(rounds):
+        for mode, url in urls.items():
+            runs[mode].append(clients.run(url, lengths))
+    return {mode: max(runs[mode], key=lambda r: r["tokens_per_s"]) for mode in urls}
+
+
+def ratio(runs: dict) -> float:
+    return round(runs["continuous"]["tokens_per_s"] / runs["per_wave"]["tokens_per_s"], 2)
+
+
 def measure(model: Mistral, tokenizer: Any, lengths: list[list[int]], slots: int, rounds: int) -> dict:
-    """Both servers up at once; timed runs alternate between them (other jobs' load hits both alike);
-    the best run of each counts."""
+    """Both servers up at once, under the whole workload and then under its first client alone (the lone
+    user chatting, which continuous batching must not slow down)."""
     modes = ("continuous", "per_wave")
     servers = {mode: start_server(model, tokenizer, mode, slots) for mode in modes}
+    urls = {mode: server.url for mode, server in servers.items()}
+    clients = ClientProcess()
     try:
-        for mode in modes:
-            run_workload(servers[mode].url, lengths)  # compiles every shape the timed runs need
-        runs: dict[str, list[dict]] = {mode: [] for mode in modes}
-        for _ in range(rounds):
-            for mode in modes:
-                runs[mode].append(run_workload(servers[mode].url, lengths))
-        result: dict[str, Any] = {mode: max(runs[mode], key=lambda r: r["tokens_per_s"]) for mode in modes}
-        engine = servers["continuous"].engine
-        result["continuous_engine"] = {"chunk_tokens": engine.chunk_tokens, "rejoin_s": engine.rejoin_s}
+        result: dict[str, Any] = best_runs(clients, urls, lengths, rounds)
+        result["ratio_tokens_per_s"] = ratio(result)
+        one_client = best_runs(clients, urls, lengths[:1], rounds)
+        result["one_client"] = {**one_client, "ratio_tokens_per_s": ratio(one_client)}
+        result["continuous_engine"] = {"chunk_tokens": servers["continuous"].engine.chunk_tokens}
         return result
     finally:
+        clients.close()
         for server in servers.values():
             server.shutdown()
             server.engine.close()
@@ -209,7 +266,6 @@ def main() -> None:
     }
     result.update(measure(model, tokenizer, lengths, args.slots, args.rounds))
     result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    result["ratio_tokens_per_s"] = round(result["continuous"]["tokens_per_s"] / result["per_wave"]["tokens_per_s"], 2)
     print(json.dumps(result))
 
 

@@ -3,7 +3,6 @@
 import http.client
 import json
 import logging
-import queue
 import socket
 import threading
 import time
@@ -20,9 +19,8 @@ from janus_jax.prompts import render_prompt_ids
 from janus_jax.sample import Sampler, SamplingParams
 from janus_jax.serve.build import build_server
 from janus_jax.serve.chat import MessageError, render_chat_ids
-from janus_jax.serve.engine import Engine
 from janus_jax.serve.loading import LoadedModel
-from janus_jax.serve.protocol import GenerationRequest, alternative_strings
+from janus_jax.serve.protocol import alternative_strings
 from janus_jax.tokenizer import load_tokenizer
 
 KEY = "test-key-123"
@@ -254,34 +252,6 @@ def test_a_request_joins_the_running_batch_instead_of_waiting_for_it(client, ser
     assert server.engine.stats.admitted_while_busy > admitted_before
     assert rest[-1].choices[0].finish_reason == "length"
     assert len([c for c in rest if c.choices and c.choices[0].delta.content]) > 1
-
-
-def test_a_client_answered_after_a_chunk_rejoins_the_next_chunk(model, tokenizer):
-    """A request sent a moment after its client's previous answer joins the very next chunk (the engine waits up
-    to `rejoin_s` for returning clients while slots are free) rather than waiting for the other rows' chunk."""
-    sampler = Sampler(model, tokenizer, eos_id=-1, pad_id=tokenizer.pad_id)  # no EOS: every budget is used up
-    engine = Engine(sampler, max_batch_rows=4, chunk_tokens=4, rejoin_s=10.0)
-    answers = queue.Queue()
-
-    def request(max_tokens: int) -> GenerationRequest:
-        params = SamplingParams(max_new_tokens=max_tokens, temperature=0.0)
-        return GenerationRequest("completion", [[1, 330, 1032]], 1, params, False, False, False, "r", 0)
-
-    def notify(event) -> None:  # called on the engine thread: the chunk count when the answer left
-        answers.put((event[0], engine.stats.chunks))
-
-    try:
-        engine.submit(request(200), lambda event: None)  # keeps the batch decoding throughout
-        engine.submit(request(5), notify)
-        kind, answered_at = answers.get(timeout=120)
-        time.sleep(0.2)  # the client reads its answer and sends its next request
-        engine.submit(request(5), notify)
-        again, answered_again_at = answers.get(timeout=120)
-        assert (kind, again) == ("done", "done")
-        assert answered_again_at == answered_at + 1  # first token at admission, the other 4 in the next chunk
-        assert engine.stats.admitted_while_busy == 1  # the follow-up (the first two started together)
-    finally:
-        engine.close()
 
 
 def test_seeded_sampling_joins_a_busy_batch_and_still_equals_the_sampler(client, model, tokenizer):

@@ -87,7 +87,6 @@ class Engine:
         max_queued_rows: int = 1024,
         chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         gather_s: float = 0.002,
-        rejoin_s: float = 0.02,
     ):
         self.sampler = sampler
         self.slots = Slots(sampler, max_batch_rows)
@@ -95,7 +94,6 @@ class Engine:
         self.max_queued_rows = max_queued_rows
         self.chunk_tokens = chunk_tokens
         self.gather_s = gather_s
-        self.rejoin_s = rejoin_s
         self.stats = EngineStats()
         self._queue: list[Job] = []
         self._active: dict[int, _Row] = {}  # slot -> row
@@ -166,8 +164,8 @@ class Engine:
             start = time.perf_counter()
             try:
                 self._admit()
-                if self._active and (answered := self._decode()):
-                    self._await_returning_clients(answered)
+                if self._active:
+                    self._decode()
             except Exception as e:  # a failed step answers its requests and the server keeps serving
                 log.exception("generation failed with %d rows decoding", len(self._active))
                 self._fail_all(APIError(500, f"generation failed: {type(e).__name__}: {e}", kind="server_error"))
@@ -230,26 +228,8 @@ class Engine:
         self.stats.rows += len(rows)
         self._report(jobs.values())
 
-    def _await_returning_clients(self, answered: int) -> None:
-        """After a chunk answered `answered` jobs, wait up to `rejoin_s` for as many new ones while slots are free.
-
-        Why: a client that just got its answer often sends its next request at once (a chat, an evaluation
-        loop). Without the wait the next chunk starts first and that request waits for the whole chunk; with
-        it, the request joins that chunk. The wait ends as soon as the requests are there.
-        """
-        deadline = time.monotonic() + self.rejoin_s
-        with self._lock:
-            while not self._closed:
-                queued_rows = sum(len(job.rows) for job in self._queue)
-                if len(self._queue) >= answered or queued_rows >= self.slots.batch - len(self._active):
-                    return
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                self._lock.wait(left)
-
-    def _decode(self) -> int:
-        """One chunk of decode steps for the active rows; returns how many jobs it answered."""
+    def _decode(self) -> None:
+        """One chunk of decode steps for the active rows."""
         release = np.zeros((self.slots.batch,), bool)
         release[list(self._release)] = True
         occupied = sorted(set(self._active) | self._release)
@@ -257,7 +237,7 @@ class Engine:
         self.stats.largest_batch = max(self.stats.largest_batch, len(self._active))
         drawn = self.slots.decode(release, self.chunk_tokens, occupied)
         self.stats.chunks += 1
-        return self._report(self._collect(drawn, list(self._active.values())).values())
+        self._report(self._collect(drawn, list(self._active.values())).values())
 
     def _collect(self, drawn: Drawn, rows: list[_Row]) -> dict[int, Job]:
         """Append what the device drew to each row; return the jobs concerned."""
@@ -297,10 +277,8 @@ class Engine:
             jobs[id(row.job)] = row.job
         return jobs
 
-    def _report(self, jobs: Any) -> int:
-        """Answer the jobs whose rows all finished (returns how many); send the others' progress to streaming
-        clients."""
-        answered = 0
+    def _report(self, jobs: Any) -> None:
+        """Answer the jobs whose rows all finished; send the others' progress to streaming clients."""
         by_job: dict[int, list[_Row]] = {}
         for row in self._active.values():
             by_job.setdefault(id(row.job), []).append(row)
@@ -315,7 +293,5 @@ class Engine:
                     for r in rows:  # a row cut by a stop string is still in self._release
                         self._active.pop(r.slot, None)
                 job.notify(("done", [r.completion(tok) for r in rows]))
-                answered += 1
             elif job.request.stream:
                 job.notify(("partial", [r.completion(tok) for r in rows]))
-        return answered

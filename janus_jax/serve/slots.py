@@ -12,9 +12,9 @@ re-laid out, slot = position mod length, as `CacheWrite` places tokens) and keep
 row draws token i with noise that depends only on (seed, i, token id), as in `Sampler`, so a seeded
 request gets the same tokens from the server as from `Sampler.generate`.
 
-A decode call computes only the slots that hold rows, gathered into the smallest width bucket (16, 32, 64, ...)
-that holds them: when most clients have been answered, a step costs what their rows cost, not what the
-whole batch would.
+A decode call computes only the slots that hold rows, gathered into the smallest width (`Slots.decode_width`)
+that holds them: when most clients have been answered, or only one is there, a step costs what their rows
+cost, not what the whole batch would.
 """
 
 from __future__ import annotations
@@ -56,11 +56,6 @@ class SlotState(NamedTuple):
     hit_stop: jax.Array  # [B] finished on a stop token (vs. the token budget)
     want_top: jax.Array  # [B] the request asked for top log-probs
     rows: RowParams
-
-
-# The narrowest decode call. Each width is one more program to compile, and narrower saves little: one row on 32
-# slots cost 7.6 ms a step at the full width, 4.6 ms at 16 and 3.9 ms at 8 (tiny model, CPU; bench/RESULTS.md).
-MIN_DECODE_WIDTH = 16
 
 
 class Drawn(NamedTuple):
@@ -357,11 +352,20 @@ class Slots:
         return drawn
 
     def decode_width(self, rows: int) -> int:
-        """Slots one decode call computes for `rows` occupied slots: a power of two of at least MIN_DECODE_WIDTH
-        (and a multiple of the data shards), or the whole batch."""
+        """Slots one decode call computes for `rows` occupied slots: the smallest of 1, 2, 4, 8, 16, 24, 32, 48, 64,
+        96, ... (powers of two, and from 32 on the 3/4 points between them) that holds them, rounded up to a
+        multiple of the data shards, or the whole batch.
+
+        Why down to one row: a lone client (the common case of one person chatting) would otherwise pay for
+        the narrowest width's rows at every step (tiny model, CPU: 0.65 ms a step at width 1, 3.5 ms at 16).
+        Why the 3/4 points: when the rows just spill over a power of two, a step costs a quarter less, for
+        one more program per octave where steps are dearest. Each width compiles once, at its first use.
+        """
+        width = bucket(rows, 1)
+        if width >= 32 and rows <= width * 3 // 4:
+            width = width * 3 // 4
         multiple = self.sampler.batch_multiple
-        width = -(-bucket(rows, MIN_DECODE_WIDTH) // multiple) * multiple
-        return min(width, self.batch)
+        return min(-(-width // multiple) * multiple, self.batch)
 
     def decode(self, release: np.ndarray, steps: int, occupied: Sequence[int] | None = None) -> Drawn:
         """Up to `steps` decode steps; `release` [B] frees slots first. With `occupied` (the slots holding rows,
