@@ -233,14 +233,24 @@ def log_normalizer(x: jax.Array) -> jax.Array:
 
 
 def sample_tokens(logits: jax.Array, seen: jax.Array, rows: RowParams, step: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """One token per row from fp32 logits [B, V]; returns (tokens [B], raw model log-probs [B]).
+    """One token per row from fp32 logits [B, V] (`draw_tokens`) and its raw model log-prob (`chosen_logprobs`)."""
+    tokens = draw_tokens(logits, seen, rows, step)
+    return tokens, chosen_logprobs(logits, tokens)
+
+
+def chosen_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    """The model's own log-prob of each row's token, [B]: log-softmax of the unprocessed logits, the number a
+    likelihood-based evaluation wants, independent of the sampling knobs."""
+    logits = logits.astype(jnp.float32)
+    return jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0] - log_normalizer(logits)
+
+
+def draw_tokens(logits: jax.Array, seen: jax.Array, rows: RowParams, step: jax.Array) -> jax.Array:
+    """One token per row from fp32 logits [B, V], [B] int32.
 
     `step` is the index of the token being sampled: a scalar when all rows started together, or one
     per row ([B]) when rows joined a running batch at different times; either way a row with the
     same seed draws the same tokens.
-
-    The log-probs are the model's own (log-softmax of the unprocessed logits), the number a
-    likelihood-based evaluation wants, independent of the sampling knobs.
 
     Sampling is Gumbel-max with per-token noise. When every sampled row's kept set (top-k <=
     CANDIDATES, or a nucleus inside the CANDIDATES most likely tokens) fits in a short candidate
@@ -267,9 +277,7 @@ def sample_tokens(logits: jax.Array, seen: jax.Array, rows: RowParams, step: jax
         )
 
     tokens = jax.lax.cond(jnp.all(greedy_row), lambda x: greedy_tokens, sampled, processed)
-    tokens = jnp.where(greedy_row, greedy_tokens, tokens).astype(jnp.int32)
-    logprobs = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0] - log_normalizer(logits)
-    return tokens, logprobs
+    return jnp.where(greedy_row, greedy_tokens, tokens).astype(jnp.int32)
 
 
 def top_logprobs(logits: jax.Array, count: int) -> tuple[jax.Array, jax.Array]:

@@ -341,7 +341,7 @@ def test_rows_joining_decode_slots_equal_full_forward_greedy(model, window_model
     params = SamplingParams(temperature=0.0, max_new_tokens=20)
     got = {0: [], 3: []}
     need = slots.needed_cache_length(len(first), 20)
-    drawn = slots.admit([0], [first], row_params([params], VOCAB + 1, 8), np.zeros(1, bool), need)
+    drawn = slots.admit([0], [first], row_params([params], VOCAB + 1, 8), *np.zeros((2, 1), bool), need)
     got[0].append(int(drawn.tokens[0, 0]))
     for _ in range(4):  # the first row decodes (and, with a window, wraps its 16-slot ring)
         drawn = slots.decode(np.zeros(4, bool), 4)
@@ -349,7 +349,7 @@ def test_rows_joining_decode_slots_equal_full_forward_greedy(model, window_model
     length = slots.cache_length
     need = slots.needed_cache_length(len(second), 20)
     assert need > length  # the newcomer's longer prompt grows the cache under the running row
-    drawn = slots.admit([3], [second], row_params([params], VOCAB + 1, 8), np.zeros(1, bool), need)
+    drawn = slots.admit([3], [second], row_params([params], VOCAB + 1, 8), *np.zeros((2, 1), bool), need)
     got[3].append(int(drawn.tokens[0, 0]))
     for _ in range(6):  # 4 steps per call: both rows are done within 5 calls
         drawn = slots.decode(np.zeros(4, bool), 4)
@@ -359,6 +359,29 @@ def test_rows_joining_decode_slots_equal_full_forward_greedy(model, window_model
     assert slots.cache_length == need
     assert got[0] == greedy_reference(m, first, 20)
     assert got[3] == greedy_reference(m, second, 20)
+
+
+def test_slots_compute_log_probs_only_for_rows_that_ask_for_them(model):
+    """A row that asked for log-probs gets the model's log-softmax of each token it drew, from admission
+    through decoding; its batch mate that did not ask gets zeros, and both draw the same greedy tokens."""
+    from janus_jax.serve.slots import Slots
+
+    slots = Slots(Sampler(model, eos_id=VOCAB + 1), batch=4, prefill_rows=2)
+    prompt, params = [1, 17, 40, 41, 42], SamplingParams(temperature=0.0, max_new_tokens=6)
+    need = slots.needed_cache_length(len(prompt), 6)
+    rows = row_params([params] * 2, VOCAB + 1, 8)
+    drawn = slots.admit([0, 1], [prompt, prompt], rows, np.array([True, False]), np.zeros(2, bool), need)
+    tokens = np.asarray(drawn.tokens)[:2, :1].tolist()
+    logprobs = np.asarray(drawn.logprobs)[:2, :1].tolist()
+    drawn = slots.decode(np.zeros(4, bool), 5)
+    for slot in (0, 1):
+        tokens[slot] += np.asarray(drawn.tokens)[slot].tolist()
+        logprobs[slot] += np.asarray(drawn.logprobs)[slot].tolist()
+    assert tokens[0] == tokens[1] == greedy_reference(model, prompt, 6)
+    ids = prompt + tokens[0]
+    reference = jax.nn.log_softmax(full_logits(model, ids)[len(prompt) - 1 : -1], axis=-1)
+    assert logprobs[0] == pytest.approx(np.asarray(reference)[np.arange(6), tokens[0]].tolist(), abs=1e-4)
+    assert logprobs[1] == [0.0] * 6
 
 
 def test_decoding_only_the_occupied_slots_draws_what_the_whole_batch_draws(model):
@@ -372,7 +395,7 @@ def test_decoding_only_the_occupied_slots_draws_what_the_whole_batch_draws(model
     params = SamplingParams(temperature=0.0, max_new_tokens=12)
     need = max(slots.needed_cache_length(len(p), 12) for p in prompts.values())
     drawn = slots.admit(list(prompts), list(prompts.values()), row_params([params] * 3, VOCAB + 1, 8),
-                        np.zeros(3, bool), need)
+                        *np.zeros((2, 3), bool), need)
     got = {slot: [int(t)] for slot, t in zip(prompts, np.asarray(drawn.tokens)[:3, 0], strict=True)}
 
     def decode(occupied):

@@ -221,8 +221,10 @@ class Engine:
         for start in range(0, len(rows), size):
             group = rows[start : start + size]
             params = row_params([r.params for r in group], self.sampler.eos_id, self.sampler.stop_slots)
+            want_logprobs = np.array([r.job.request.logprobs for r in group])
             want_top = np.array([r.top is not None for r in group])
-            drawn = self.slots.admit([r.slot for r in group], [r.prompt for r in group], params, want_top, need)
+            slots, prompts = [r.slot for r in group], [r.prompt for r in group]
+            drawn = self.slots.admit(slots, prompts, params, want_logprobs, want_top, need)
             self.stats.admissions += 1
             jobs.update(self._collect(drawn, group))
         self.stats.rows += len(rows)

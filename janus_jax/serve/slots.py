@@ -35,8 +35,9 @@ from janus_jax.sample import (
     RowParams,
     Sampler,
     bucket,
+    chosen_logprobs,
+    draw_tokens,
     prefill_cache,
-    sample_tokens,
     top_logprobs,
 )
 
@@ -54,7 +55,8 @@ class SlotState(NamedTuple):
     generated: jax.Array  # [B] tokens drawn so far (the index of the next draw)
     done: jax.Array  # [B]
     hit_stop: jax.Array  # [B] finished on a stop token (vs. the token budget)
-    want_top: jax.Array  # [B] the request asked for top log-probs
+    want_logprobs: jax.Array  # [B] the request asked for log-probs
+    want_top: jax.Array  # [B] ... and for the top alternatives
     rows: RowParams
 
 
@@ -72,11 +74,21 @@ class Drawn(NamedTuple):
     hit_stop: jax.Array
 
 
-def _top(logits: jax.Array, wanted: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Top log-probs only when some row asked for them (a top-k over the vocabulary is not free)."""
+def _logprobs(
+    logits: jax.Array, tokens: jax.Array, want_logprobs: jax.Array, want_top: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The chosen tokens' log-probs [B] (0 for rows that did not ask) and the top alternatives [B,
+    MAX_TOP_LOGPROBS] (ids, log-probs), computed only when some row asked for them. Why: the log-normaliser
+    is a pass over every row's vocabulary and the top-k another, a fifth of a full-width step of the tiny
+    model on CPU, and most requests ask for neither."""
     batch = logits.shape[0]
-    empty = (jnp.zeros((batch, MAX_TOP_LOGPROBS), jnp.int32), jnp.zeros((batch, MAX_TOP_LOGPROBS), jnp.float32))
-    return jax.lax.cond(jnp.any(wanted), lambda x: top_logprobs(x, MAX_TOP_LOGPROBS), lambda x: empty, logits)
+    no_top = (jnp.zeros((batch, MAX_TOP_LOGPROBS), jnp.int32), jnp.zeros((batch, MAX_TOP_LOGPROBS), jnp.float32))
+
+    def wanted(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        top = jax.lax.cond(jnp.any(want_top), lambda y: top_logprobs(y, MAX_TOP_LOGPROBS), lambda y: no_top, x)
+        return jnp.where(want_logprobs, chosen_logprobs(x, tokens), 0.0), *top
+
+    return jax.lax.cond(jnp.any(want_logprobs), wanted, lambda x: (jnp.zeros((batch,), jnp.float32), *no_top), logits)
 
 
 def _is_stop(tokens: jax.Array, rows: RowParams) -> jax.Array:
@@ -110,6 +122,7 @@ def _empty(
         generated=zeros_i,
         done=jnp.ones((batch,), bool),
         hit_stop=jnp.zeros((batch,), bool),
+        want_logprobs=jnp.zeros((batch,), bool),
         want_top=jnp.zeros((batch,), bool),
         rows=rows,
     )
@@ -142,6 +155,7 @@ def _admit(
     prompt_ids: jax.Array,
     prompt_lens: jax.Array,
     rows: RowParams,
+    want_logprobs: jax.Array,
     want_top: jax.Array,
     slots: jax.Array,
     *,
@@ -155,8 +169,8 @@ def _admit(
         model, prompt_ids, prompt_lens, cache_length=ss.cache.length, cache_dtype=cache_dtype, sharding=sharding
     )
     first = jnp.zeros((n,), jnp.int32)
-    tokens, logprobs = sample_tokens(last, seen, rows, first)
-    top_ids, top_lps = _top(last, want_top)
+    tokens = draw_tokens(last, seen, rows, first)
+    logprobs, top_ids, top_lps = _logprobs(last, tokens, want_logprobs, want_top)
     stop = _is_stop(tokens, rows)
     generated = first + 1
     done = stop | (generated >= rows.max_new_tokens)
@@ -168,6 +182,7 @@ def _admit(
         generated=generated,
         done=done,
         hit_stop=stop,
+        want_logprobs=want_logprobs,
         want_top=want_top,
         rows=rows,
     )
@@ -235,8 +250,8 @@ def _decode(
             temperature=jnp.where(live, ss.rows.temperature, 0.0),
             repetition_penalty=jnp.where(live, ss.rows.repetition_penalty, 1.0),
         )
-        tokens, logprobs = sample_tokens(logits, ss.seen, rows, ss.generated)
-        top_ids, top_lps = _top(logits, live & ss.want_top)
+        tokens = draw_tokens(logits, ss.seen, rows, ss.generated)
+        logprobs, top_ids, top_lps = _logprobs(logits, tokens, live & ss.want_logprobs, live & ss.want_top)
         stop = live & _is_stop(tokens, rows)
         generated = ss.generated + live.astype(jnp.int32)
         ss = ss._replace(
@@ -319,10 +334,12 @@ class Slots:
         slots: list[int],
         prompts: list[list[int]],
         rows: RowParams,
+        want_logprobs: np.ndarray,
         want_top: np.ndarray,
         cache_length: int,
     ) -> Drawn:
-        """Prefill at most `prefill_rows` prompts into the free `slots`, growing the cache to `cache_length`."""
+        """Prefill at most `prefill_rows` prompts into the free `slots`, growing the cache to `cache_length`.
+        `want_logprobs` and `want_top` [N]: which rows report log-probs and top alternatives."""
         s = self.sampler
         if len(prompts) > self.prefill_rows:
             raise ValueError(f"{len(prompts)} prompts, at most {self.prefill_rows} per admission")
@@ -342,10 +359,10 @@ class Slots:
             lens[i] = len(p)
         where = np.full((n,), self.batch, np.int32)  # padding rows land nowhere
         where[: len(slots)] = slots
-        top = np.zeros((n,), bool)
-        top[: len(prompts)] = want_top
+        wants = np.zeros((2, n), bool)
+        wants[:, : len(prompts)] = want_logprobs, want_top
         padded = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[:1], n - len(prompts), axis=0)]), rows)
-        args = s._to_device((ids, lens, padded, top, where))
+        args = s._to_device((ids, lens, padded, wants[0], wants[1], where))
         self.state, drawn = _admit_jit(
             s.graphdef, s.state, self.state, *args, cache_dtype=s.cache_dtype, sharding=s.sharding
         )
