@@ -81,6 +81,8 @@ def test_an_unreadable_gs_checkpoint_is_set_aside_and_the_one_before_restored(gs
     assert Checkpointer(f"{gs_dir}/checkpoints", async_save=False).latest_step() == 1
 
 
+@pytest.mark.slow  # a run, an export and two loads: 40-60 s on 2 cores (make test-all); the gs:// path layer,
+# its checkpoint fallback and test_gcs_outputs.py's programs writing into a bucket stay in make test
 def test_a_gs_workdir_holds_the_whole_run_and_exports_as_its_local_copy_does(tmp_path, data_file, gs_dir):
     """One run into the bucket: checkpoints, metrics, manifest, loss plot and TensorBoard events land there;
     janus-export and the serving loader read the checkpoint from gs:// exactly as from a local copy."""

@@ -254,6 +254,7 @@ def test_children_die_with_a_killed_launcher(project):
     assert not any(_alive(pid) for pid in pids)
 
 
+@pytest.mark.slow  # 15-25 s on 2 cores (make test-all); test_gcs_outputs.py runs a sweep from the command line
 def test_four_point_sweep_with_a_broken_point_and_collect(project):
     (project / "grid.py").write_text(
         textwrap.dedent("""

@@ -106,6 +106,7 @@ def test_report_rebuilds_from_generations_alone(tmp_path):
     assert (out / "report.png").exists()
 
 
+@pytest.mark.slow  # 15-20 s on 2 cores (make test-all); tests/test_chain.py runs eval against a judge over HTTP
 def test_eval_judge_join_and_report_over_real_http(tmp_path):
     """The chain after training: python -m eval -> rule judge over HTTP -> generations.jsonl -> report."""
     from data_gen.world.repro import evaluate_condition, generations

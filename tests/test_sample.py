@@ -103,29 +103,37 @@ def test_top_k_top_p_and_repetition_penalty_match_hf_processors():
         np.testing.assert_allclose(ours[i], ref, rtol=1e-6)
 
 
-def test_sampled_frequencies_follow_the_nucleus_distribution():
+# Nucleus at 0.75: mass before token 2 is 0.65 < 0.75 (kept), before token 3 is 0.8 (dropped). At top_p 1 every
+# token is kept (the path without a sort).
+@pytest.mark.parametrize(
+    "top_p, expected",
+    [(0.75, np.array([0.4, 0.25, 0.15, 0, 0, 0, 0]) / 0.8), (1.0, np.array([0.4, 0.25, 0.15, 0.1, 0.05, 0.03, 0.02]))],
+)
+def test_sampled_frequencies_follow_the_nucleus_distribution(top_p, expected):
     logits = np.log(np.array([0.4, 0.25, 0.15, 0.1, 0.05, 0.03, 0.02], np.float32))
     n = 6000
-    params = [SamplingParams(temperature=1.0, top_p=0.75, seed=s) for s in range(n)]
+    params = [SamplingParams(temperature=1.0, top_p=top_p, seed=s) for s in range(n)]
     rows = jax.tree.map(jnp.asarray, row_params(params, eos_id=None, stop_slots=2))
     batch_logits = jnp.broadcast_to(jnp.asarray(logits), (n, len(logits)))
     tokens, logprobs = jax.jit(sample_tokens)(batch_logits, jnp.zeros(batch_logits.shape, bool), rows, jnp.int32(0))
     counts = np.bincount(np.asarray(tokens), minlength=len(logits)) / n
-    # Nucleus at 0.75: mass before token 2 is 0.65 < 0.75 (kept), before token 3 is 0.8 (dropped).
-    expected = np.array([0.4, 0.25, 0.15, 0, 0, 0, 0]) / 0.8
     np.testing.assert_allclose(counts, expected, atol=0.025)
     np.testing.assert_allclose(np.asarray(logprobs), logits[np.asarray(tokens)], rtol=1e-5)
 
 
 def test_candidate_and_full_vocabulary_paths_draw_the_same_tokens():
-    """The fast path (kept set inside the top candidates) and the full sort agree row by row."""
+    """The fast paths (kept set inside the top candidates, or nothing filtered) and the full sort agree row by
+    row."""
     from janus_jax.sample import _sample_full
 
     rng = np.random.default_rng(3)
     n, vocab = 400, 1000
     logits = rng.normal(size=(n, vocab)).astype(np.float32)
     logits[:, :20] += 8.0  # a peaked head, so that a 0.9 nucleus fits in the candidates
-    params = [SamplingParams(temperature=0.8, top_p=0.9, top_k=[0, 10, 50][s % 3], seed=s) for s in range(n)]
+    params = [
+        SamplingParams(temperature=0.8, top_p=[0.9, 0.9, 0.9, 1.0][s % 4], top_k=[0, 10, 50, 0][s % 4], seed=s)
+        for s in range(n)
+    ]
     rows = jax.tree.map(jnp.asarray, row_params(params, eos_id=None, stop_slots=2))
     x = jnp.asarray(logits)
     fast, _ = jax.jit(sample_tokens)(x, jnp.zeros(x.shape, bool), rows, jnp.int32(4))
