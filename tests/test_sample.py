@@ -104,7 +104,7 @@ def test_top_k_top_p_and_repetition_penalty_match_hf_processors():
 
 
 # Nucleus at 0.75: mass before token 2 is 0.65 < 0.75 (kept), before token 3 is 0.8 (dropped). At top_p 1 every
-# token is kept (the path without a sort).
+# token is kept (the one-pass path).
 @pytest.mark.parametrize(
     "top_p, expected",
     [(0.75, np.array([0.4, 0.25, 0.15, 0, 0, 0, 0]) / 0.8), (1.0, np.array([0.4, 0.25, 0.15, 0.1, 0.05, 0.03, 0.02]))],
@@ -122,8 +122,8 @@ def test_sampled_frequencies_follow_the_nucleus_distribution(top_p, expected):
 
 
 def test_candidate_and_full_vocabulary_paths_draw_the_same_tokens():
-    """The fast paths (kept set inside the top candidates, or nothing filtered) and the full sort agree row by
-    row."""
+    """The fast paths (kept set inside the top candidates, or nothing filtered) and the full-vocabulary path
+    agree row by row."""
     from janus_jax.sample import _sample_full
 
     rng = np.random.default_rng(3)
