@@ -118,9 +118,10 @@ def filter_top_k_top_p(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) ->
     """Set logits outside the top-k, then outside the top-p nucleus of what is left, to -inf.
 
     Same order and semantics as HF's TopK then TopP warpers: a token is kept when the probability
-    mass of strictly more likely tokens is below top_p (so the most likely token is always kept).
-    Both cut-offs are found by bisection over the logits' values rather than by a sort: a sort of the
-    vocabulary cost 7-10 ms a row on CPU, the bisection's 32 passes 15-32x less (bench/top_p_filter.py).
+    mass of strictly more likely tokens is below top_p (so the most likely token is always kept); top-p 1
+    cuts nothing, as HF skips its warper then. Both cut-offs are found by bisection over the logits' values
+    rather than by a sort: a sort of the vocabulary cost 7-10 ms a row on CPU, the bisection's 32 passes
+    15-32x less (bench/top_p_filter.py). Each runs only when some row asks for it.
     """
     vocab = logits.shape[-1]
     keys = _order_keys(logits)
@@ -130,8 +131,12 @@ def filter_top_k_top_p(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) ->
         lambda: keys >= _lowest_key_below(keys, jnp.ones_like(logits), k)[:, None],
         lambda: jnp.ones(logits.shape, bool),
     )
-    probs = jax.nn.softmax(jnp.where(in_k, logits, _NEG_INF), axis=-1)
-    keep = in_k & (keys >= _lowest_key_below(keys, probs, top_p)[:, None])
+
+    def nucleus() -> jax.Array:
+        probs = jax.nn.softmax(jnp.where(in_k, logits, _NEG_INF), axis=-1)
+        return (top_p >= 1.0)[:, None] | (keys >= _lowest_key_below(keys, probs, top_p)[:, None])
+
+    keep = in_k & jax.lax.cond(jnp.any(top_p < 1.0), nucleus, lambda: jnp.ones(logits.shape, bool))
     return jnp.where(keep, logits, _NEG_INF)
 
 
@@ -197,22 +202,13 @@ def _sample_candidates(
 
 
 def _sample_full(scaled: jax.Array, rows: RowParams, step: jax.Array) -> jax.Array:
-    """Top-k/top-p sampling over the whole vocabulary, every row (32 passes over it per cut-off: exact, and
-    dearer than the candidate list). Why every row rather than only those that need it, one at a time: a loop
-    over rows ran each at a third of the vectorized speed, and compiled slower."""
+    """Top-k/top-p sampling over the whole vocabulary, every row (32 passes over it per cut-off that some row
+    asks for: exact, and dearer than the candidate list; one pass when no row cuts, as an OpenAI client's
+    defaults, top-k 0 and top-p 1, ask). Why every row rather than only those that need it, one at a time: a
+    loop over rows ran each at a third of the vectorized speed, and compiled slower."""
     filtered = filter_top_k_top_p(scaled, rows.top_k, rows.top_p)
     ids = jnp.broadcast_to(jnp.arange(scaled.shape[-1], dtype=jnp.int32), scaled.shape)
     return first_argmax(filtered + gumbel_noise(rows.seed, step, ids))
-
-
-def _sample_unfiltered(scaled: jax.Array, rows: RowParams, step: jax.Array) -> jax.Array:
-    """Plain sampling over the whole vocabulary (no top-k, top-p 1): Gumbel-max over every token, no sort.
-
-    Why a path of its own: it is what an OpenAI client asks for by default (temperature 1, top_p 1), whose
-    nucleus never fits the candidate list, and one pass over the vocabulary costs less than the full path's
-    cut-offs (which were a sort, 10 ms a row a step on CPU)."""
-    ids = jnp.broadcast_to(jnp.arange(scaled.shape[-1], dtype=jnp.int32), scaled.shape)
-    return first_argmax(scaled + gumbel_noise(rows.seed, step, ids))
 
 
 # Reductions over the vocabulary, [B, V] -> [B]. Why not jnp.max / argmax / logsumexp: XLA:CPU reduces a long
@@ -271,9 +267,8 @@ def draw_tokens(logits: jax.Array, seen: jax.Array, rows: RowParams, step: jax.A
 
     Sampling is Gumbel-max with per-token noise. When every sampled row's kept set (top-k <=
     CANDIDATES, or a nucleus inside the CANDIDATES most likely tokens) fits in a short candidate
-    list, no full-vocabulary sort is needed; rows that filter nothing (top-k 0, top-p 1) take the maximum of
-    noisy logits over the whole vocabulary, also without a sort; otherwise the exact full path runs. All give
-    the same token for a row (up to exact ties of logits).
+    list, the full vocabulary is not needed; otherwise the exact full path runs. Both give the same token
+    for a row (up to exact ties of logits).
     """
     logits = logits.astype(jnp.float32)
     # A penalty of 1 leaves every logit as it is (x / 1 and x * 1 are exact), so the penalty applies to every
@@ -288,15 +283,8 @@ def draw_tokens(logits: jax.Array, seen: jax.Array, rows: RowParams, step: jax.A
         count = min(CANDIDATES, scaled.shape[-1])
         cand, cand_ids = jax.lax.top_k(scaled, count)
         top_mass = jnp.sum(jnp.exp(cand - log_norm), axis=-1)
-        unfiltered = (rows.top_k <= 0) & (rows.top_p >= 1.0) & ~greedy_row
-        fits = jnp.where(rows.top_k > 0, rows.top_k <= count, top_mass >= rows.top_p) | greedy_row | unfiltered
+        fits = jnp.where(rows.top_k > 0, rows.top_k <= count, top_mass >= rows.top_p) | greedy_row
         tokens = _sample_candidates(cand, cand_ids, rows, step, log_norm)
-        tokens = jax.lax.cond(
-            jnp.any(unfiltered),
-            lambda t: jnp.where(unfiltered, _sample_unfiltered(scaled, rows, step), t),
-            lambda t: t,
-            tokens,
-        )
         return jax.lax.cond(
             jnp.all(fits), lambda t: t, lambda t: jnp.where(fits, t, _sample_full(scaled, rows, step)), tokens
         )

@@ -122,8 +122,8 @@ def test_sampled_frequencies_follow_the_nucleus_distribution(top_p, expected):
 
 
 def test_candidate_and_full_vocabulary_paths_draw_the_same_tokens():
-    """The fast paths (kept set inside the top candidates, or nothing filtered) and the full-vocabulary path
-    agree row by row."""
+    """The fast path (kept set inside the top candidates) and the full-vocabulary path agree row by row; rows
+    that cut nothing (top-p 1) are drawn over the whole vocabulary either way."""
     from janus_jax.sample import _sample_full
 
     rng = np.random.default_rng(3)
