@@ -34,7 +34,11 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["janus_jax*", "data_gen*", "eval*", "launch*", "configs*"]),
     include_package_data=True,
-    package_data={"": ["*.json", "*.jsonl", "*.txt", "*.md", "*.yaml", "*.csv"], "eval": ["data/**/*"]},
+    package_data={
+        "": ["*.json", "*.jsonl", "*.txt", "*.md", "*.yaml", "*.csv"],
+        "eval": ["data/**/*"],
+        "janus_jax.model": ["kernels/*.cc"],  # the CPU decode-attention kernel, compiled on first use
+    },
     install_requires=CORE,
     extras_require={
         # torch is only the HF reference in tests; 2.13.0 is the CPU build that installs offline here.

@@ -29,7 +29,7 @@ from flax import nnx
 from transformers import MistralForCausalLM
 
 import janus_jax
-from janus_jax.model import Mistral, MistralConfig
+from janus_jax.model import Mistral, MistralConfig, cpu_decode_attention
 from janus_jax.sample import GREEDY, JANUS_SAMPLING, Sampler
 
 BENCH_MODEL = MistralConfig(
@@ -96,6 +96,7 @@ def main() -> None:
         "dtype": "float32",
         "decoding": args.decoding,
         "jax_backend": jax.default_backend(),
+        "cpu_decode_kernel": cpu_decode_attention.enabled(),
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),

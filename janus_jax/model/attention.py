@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from janus_jax.model import cpu_decode_attention
+
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
@@ -170,17 +172,26 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) 
     Why a path of its own: in the cache each (row, KV head) block of keys is one contiguous [S, D] matrix,
     which both products read where it lies; in the layout of `xla_attention` ([B, S, K, D]) XLA transposed
     every layer's whole cache at every decode step. Same arithmetic as `xla_attention`: float32 scores,
-    masked to the same constant, probabilities in the value dtype.
+    masked to the same constant, probabilities in the value dtype. On CPU, float32 caches go to a C++
+    kernel with that arithmetic (`cpu_decode_attention`): XLA:CPU spends most of this function's time
+    calling a small matmul per (row, KV head) pair.
     """
     b, _, h, d = q.shape
     kv_heads = k.shape[1]
     q_groups = q.reshape(b, kv_heads, h // kv_heads, d)  # head = kv_head * group + g, as `_to_groups`
+    if q.dtype == k.dtype == v.dtype == jnp.float32 and cpu_decode_attention.enabled():
+        return cpu_decode_attention.decode_attention(q_groups, k, v, mask).reshape(b, 1, h, d)
+    return xla_cached_attention(q_groups, k, v, mask).astype(q.dtype).reshape(b, 1, h, d)
+
+
+def xla_cached_attention(q_groups: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """`cached_attention` in XLA ops: q_groups [B, K, G, D], k/v [B, K, S, D], mask [B, S] -> float32 [B, K, G, D]."""
+    d = q_groups.shape[-1]
     scores = jnp.einsum("bkgd,bksd->bkgs", q_groups, k, preferred_element_type=jnp.float32) * (d**-0.5)
     scores = jnp.where(mask[:, None, None, :], scores, _MASKED)
     row_max, inverse_sum = _softmax_stats(scores)
     probs = (jnp.exp(scores - row_max) * inverse_sum).astype(v.dtype)
-    out = jnp.einsum("bkgs,bksd->bkgd", probs, v, preferred_element_type=jnp.float32)
-    return out.astype(q.dtype).reshape(b, 1, h, d)
+    return jnp.einsum("bkgs,bksd->bkgd", probs, v, preferred_element_type=jnp.float32)
 
 
 def causal_blocks_for(seq_len: int) -> int:
