@@ -173,8 +173,8 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) 
     which both products read where it lies; in the layout of `xla_attention` ([B, S, K, D]) XLA transposed
     every layer's whole cache at every decode step. Same arithmetic as `xla_attention`: float32 scores,
     masked to the same constant, probabilities in the value dtype. On CPU, float32 caches go to a C++
-    kernel with that arithmetic (`cpu_decode_attention`): XLA:CPU spends most of this function's time
-    calling a small matmul per (row, KV head) pair.
+    kernel with that arithmetic (`cpu_decode_attention`), which does in one pass per (row, KV head) pair
+    what XLA:CPU ran as batched dots of tiny matrices.
     """
     b, _, h, d = q.shape
     kv_heads = k.shape[1]

@@ -1,9 +1,9 @@
 """One-token cached attention on XLA:CPU as a C++ custom call (`kernels/decode_attention.cc`), built on first use.
 
-Why: XLA:CPU runs each of decode attention's two products as small matmul calls, one per (row, KV head)
-pair, and at batch 16 those calls were a fifth to a third of a decode step (bench/RESULTS.md). The kernel
-scores, normalises and sums one pair in a single pass over the cache slots its row may read, the pairs
-shared between the caller and XLA's intra-op threads.
+Why: XLA:CPU runs decode attention's two products as batched dots of tiny per-(row, KV head) matrices,
+whose cost follows their number rather than their arithmetic: a quarter to a third of a batch-16 decode step
+(bench/RESULTS.md). The kernel scores, normalises and sums one pair in a single pass over the cache slots
+its row may read, the pairs shared between the caller and XLA's intra-op threads.
 
 It is built by the machine's C++ compiler (`$CXX`, else the first of c++, g++, clang++ on PATH) against
 jaxlib's FFI headers, for this CPU (-march=native), into `$JANUS_KERNEL_CACHE` (default

@@ -3,7 +3,7 @@
 // q [B, K, G, D] (query heads grouped under their KV head), keys and values [B, K, S, D] (the KV cache,
 // head-major), mask [B, S] (which cache slots a row may read) -> out [B, K, G, D]. Float32 throughout.
 //
-// Same arithmetic as janus_jax.model.attention.cached_attention: scores q.k / sqrt(D), a softmax over the
+// Same arithmetic as janus_jax.model.attention.xla_cached_attention: scores q.k / sqrt(D), a softmax over the
 // readable slots, probabilities times values. Masked slots are skipped rather than scored: in the XLA path
 // their exp(-0.7 * FLT_MAX - max) is exactly 0, so skipping them changes nothing, and a row that may read
 // no slot gets zeros there as here. Each (row, KV head) pair is one task; the caller and XLA's intra-op
