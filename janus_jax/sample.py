@@ -12,6 +12,7 @@ is marked done and the device loop stops when every row is done.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from janus_jax.model import PerLayerMistral, init_cache
+from janus_jax.model import PerLayerMistral, cpu_decode_attention, init_cache
 
 _NEG_INF = -jnp.inf
 # Sampled temperatures below this count as greedy (argmax), which is also what temperature 0 means.
@@ -380,6 +381,11 @@ class DecodeSharding:
         return jax.tree.map(one, cache)
 
 
+def decode_attention_scope(sharding: DecodeSharding | None) -> contextlib.AbstractContextManager:
+    """The scope decode steps are traced in: off the CPU attention kernel on a mesh of several devices."""
+    return cpu_decode_attention.off(sharding is not None and sharding.mesh.size > 1)
+
+
 def prefill_cache(
     model: nnx.Module,
     prompt_ids: jax.Array,
@@ -468,7 +474,8 @@ def _decode(
         tokens, logprobs = sample_tokens(logits[:, 0], ds.seen, rows, ds.step)
         return _record(ds, tokens, logprobs, rows, pad_id)
 
-    return jax.lax.while_loop(cond, body, ds)
+    with decode_attention_scope(sharding):
+        return jax.lax.while_loop(cond, body, ds)
 
 
 # XLA:CPU's compiler options for generation's programs (prefill and decode). Why: XLA:CPU hands every matmul to

@@ -13,6 +13,8 @@ from flax import nnx
 from janus_jax.model import Mistral, MistralConfig, init_cache
 from janus_jax.model import attention as attn
 from janus_jax.model import cpu_decode_attention as kernel
+from janus_jax.sample import GREEDY, Sampler
+from janus_jax.sharding import make_mesh
 
 
 @pytest.fixture
@@ -95,3 +97,20 @@ def test_a_built_kernel_is_reused_without_compiling(monkeypatch):
 
     monkeypatch.setattr(kernel.subprocess, "run", no_compiler)
     assert kernel.build() == library
+
+
+def test_decoding_on_a_mesh_of_several_devices_stays_on_xla_ops(monkeypatch):
+    """The kernel is one custom call that XLA's partitioner cannot split (it would gather every operand onto
+    each device), so sharded decode programs are traced on XLA's ops; unsharded ones call the kernel."""
+    traced, call_kernel = [], kernel.decode_attention
+    monkeypatch.setattr(kernel, "decode_attention", lambda *args: traced.append(1) or call_kernel(*args))
+    cfg = MistralConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=8, dtype="float32")  # fmt: skip
+    model = Mistral(cfg, rngs=nnx.Rngs(3))  # a shape of its own: traced afresh in this process
+    prompts = [[1, 5, 6], [1, 7], [1, 8, 9, 10], [1, 11]]
+    sharded = Sampler(model, eos_id=cfg.vocab_size + 1, mesh=make_mesh((2, 2, 2))).generate(prompts, GREEDY)
+    assert not traced
+    plain = Sampler(model, eos_id=cfg.vocab_size + 1).generate(prompts, GREEDY)
+    assert traced
+    assert [c.token_ids for c in sharded] == [c.token_ids for c in plain]
+

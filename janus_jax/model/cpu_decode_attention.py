@@ -14,6 +14,7 @@ a home directory shared by different machines keeps one build per kind of CPU. W
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -24,6 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -43,6 +45,7 @@ FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-fassociat
 CPU_FLAGS = ("-march=native",)  # dropped, with a second try, where the compiler does not know it
 
 _register_lock = threading.Lock()
+_off = threading.local()  # depth of `off(True)` scopes in this thread
 
 
 class KernelBuildError(RuntimeError):
@@ -51,8 +54,24 @@ class KernelBuildError(RuntimeError):
 
 def enabled() -> bool:
     """Whether decode attention traced now should call the kernel: JAX's default backend is the CPU, the
-    switch is not off, and the kernel builds and registers (once per process)."""
-    return os.environ.get(SWITCH, "1") != "0" and jax.default_backend() == "cpu" and _registered()
+    switch is not off, no `off` scope is open, and the kernel builds and registers (once per process)."""
+    return (
+        os.environ.get(SWITCH, "1") != "0"
+        and not getattr(_off, "depth", 0)
+        and jax.default_backend() == "cpu"
+        and _registered()
+    )
+
+
+@contextlib.contextmanager
+def off(when: bool = True) -> Iterator[None]:
+    """Trace on XLA's ops inside this scope (when `when`). For programs sharded over several devices: the
+    kernel is one custom call, which XLA's partitioner cannot split, so it would gather every operand."""
+    _off.depth = getattr(_off, "depth", 0) + int(when)
+    try:
+        yield
+    finally:
+        _off.depth -= int(when)
 
 
 def decode_attention(q_groups: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:

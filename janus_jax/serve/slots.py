@@ -36,6 +36,7 @@ from janus_jax.sample import (
     Sampler,
     bucket,
     chosen_logprobs,
+    decode_attention_scope,
     draw_tokens,
     prefill_cache,
     top_logprobs,
@@ -276,7 +277,8 @@ def _decode(
         )
         return i + 1, ss, out
 
-    _, ss, out = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), ss, out))
+    with decode_attention_scope(sharding):
+        _, ss, out = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), ss, out))
     out = out._replace(generated=ss.generated, done=ss.done, hit_stop=ss.hit_stop)
     if batch < all_slots.done.shape[0]:  # back into the donated whole, in place
         ss = _constrain(jax.tree.map(lambda whole, part: whole.at[order].set(part), all_slots, ss), sharding)
