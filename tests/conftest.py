@@ -16,9 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_REPO, ".pytest_cache", "xla"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # The CPU decode-attention kernel is built once per machine into the same cache folder.
 os.environ.setdefault("JANUS_KERNEL_CACHE", os.path.join(_REPO, ".pytest_cache", "kernels"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # Tests draw random numbers with jax's non-partitionable threefry: on CPU it compiles a draw of a new
 # multi-dimensional shape in under a second where the partitionable one (jax's default, which runs keep for
 # sharded initialisation on pods) takes 4-10 s, and tests draw hundreds of shapes. Draws are sharding-

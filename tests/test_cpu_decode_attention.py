@@ -55,11 +55,15 @@ def test_kernel_matches_the_xla_path(b, kv_heads, groups, slots, d):
         np.testing.assert_allclose(ours[-1], np.broadcast_to(v[-1, :, None, slots // 2], ours[-1].shape), rtol=1e-6)
 
 
-def _decode_step_hlo(cache_dtype=jnp.float32) -> str:
-    cfg = MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+def _tiny_model(vocab_size: int) -> Mistral:
+    cfg = MistralConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, dtype="float32")  # fmt: skip
-    model = Mistral(cfg, rngs=nnx.Rngs(0))
-    cache = init_cache(cfg, batch_size=2, max_length=8, dtype=cache_dtype)
+    return Mistral(cfg, rngs=nnx.Rngs(0))
+
+
+def _decode_step_hlo(cache_dtype=jnp.float32) -> str:
+    model = _tiny_model(64)
+    cache = init_cache(model.config, batch_size=2, max_length=8, dtype=cache_dtype)
     step = jax.jit(lambda ids: model(ids, cache=cache)[0])  # a new jit: traced afresh under the current settings
     return step.lower(jnp.ones((2, 1), jnp.int32)).as_text()
 
@@ -104,13 +108,12 @@ def test_decoding_on_a_mesh_of_several_devices_stays_on_xla_ops(monkeypatch):
     each device), so sharded decode programs are traced on XLA's ops; unsharded ones call the kernel."""
     traced, call_kernel = [], kernel.decode_attention
     monkeypatch.setattr(kernel, "decode_attention", lambda *args: traced.append(1) or call_kernel(*args))
-    cfg = MistralConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                        num_attention_heads=4, num_key_value_heads=2, head_dim=8, dtype="float32")  # fmt: skip
-    model = Mistral(cfg, rngs=nnx.Rngs(3))  # a shape of its own: traced afresh in this process
+    model = _tiny_model(96)  # a vocabulary of its own: traced afresh in this process
+    eos = model.config.vocab_size + 1
     prompts = [[1, 5, 6], [1, 7], [1, 8, 9, 10], [1, 11]]
-    sharded = Sampler(model, eos_id=cfg.vocab_size + 1, mesh=make_mesh((2, 2, 2))).generate(prompts, GREEDY)
+    sharded = Sampler(model, eos_id=eos, mesh=make_mesh((2, 2, 2))).generate(prompts, GREEDY)
     assert not traced
-    plain = Sampler(model, eos_id=cfg.vocab_size + 1).generate(prompts, GREEDY)
+    plain = Sampler(model, eos_id=eos).generate(prompts, GREEDY)
     assert traced
     assert [c.token_ids for c in sharded] == [c.token_ids for c in plain]
 
